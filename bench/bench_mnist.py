@@ -1,0 +1,104 @@
+"""Benchmark: train_mnist_ffn.py's batched trainer against a plain per-trial PyTorch loop.
+
+Trains the default grid (relu,geglu x hidden 2,4,8,16 x batch sizes 8,64 x 4 learning rates)
+for --seeds seeds (default 1: 64 trials), both ways, in one run, and prints both wall times,
+trials per second and the ratio. The plain loop is what one would write without batching:
+for each trial, its own weights, torch.optim.Adam, and one forward/backward per batch, with the
+same models, init and data order as the script.
+
+    python bench/bench_mnist.py                      # one seed, full epoch (about 2 minutes on 2 cores)
+    python bench/bench_mnist.py --quick              # a tenth of the training images
+    python bench/bench_mnist.py --seeds 8 --device cuda
+"""
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import train_mnist_ffn as M  # noqa: E402
+
+
+def plain_trial(t, data):
+    """One trial the ordinary way: its own tensors, torch.optim.Adam, a loop over batches."""
+    w = {name: v.to(data["train_x"].device).requires_grad_() for name, v in M.init_weights(t.model, t.hidden, t.seed).items()}
+    hidden_fn = M.MODELS[t.model][0]
+    opt = torch.optim.Adam(w.values(), lr=t.lr)
+    n = len(data["train_y"])
+    orders = M.data_orders(t.seed, n, t.epochs).to(data["train_x"].device)
+    for epoch in range(t.epochs):
+        for i in range(0, n, t.batch_size):
+            index = orders[epoch, i:i + t.batch_size]
+            loss = F.cross_entropy(hidden_fn(data["train_x"][index], w) @ w["w_out"], data["train_y"][index])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        return [((hidden_fn(data[s + "_x"], w) @ w["w_out"]).argmax(-1) == data[s + "_y"]).float().mean().item()
+                for s in ("val", "test")]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=1, help="seeds of the default grid (64 trials each)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--quick", action="store_true", help="train on 4,800 of the 48,000 images")
+    parser.add_argument("--data-dir", default=None,
+                        help="MNIST folder (default: ../shared/data/mnist if present, else data/mnist)")
+    parser.add_argument("--threads", type=int, default=M.Hparams.threads, help="torch CPU threads (both ways)")
+    parser.add_argument("--skip-plain", action="store_true", help="time only the batched trainer")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    shared = REPO.parent / "shared" / "data" / "mnist"
+    folder = Path(args.data_dir) if args.data_dir else (shared if shared.is_dir() else M.DEFAULT_DATA_DIR)
+    if folder == M.DEFAULT_DATA_DIR:
+        M.download_mnist(folder)
+    data = M.mnist_tensors(M.load_mnist(folder, downloaded=folder == M.DEFAULT_DATA_DIR), device,
+                           4800 if args.quick else 0)
+    hp = M.Hparams(seeds=args.seeds)
+    trials = M.grid(hp)
+    print(f"{len(trials)} trials ({args.seeds} seed(s) of the default grid), {len(data['train_y'])} training "
+          f"images, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    # warm-up (allocator, kernels) on a tiny slice, not timed
+    tiny = dict(data, train_x=data["train_x"][:64], train_y=data["train_y"][:64])
+    M.train_group([t for t in trials if t.batch_size == 8][:4], tiny)
+
+    sync(device)
+    start = time.perf_counter()
+    batched = {}
+    for bs in hp.batch_sizes:
+        batched.update(M.train_group([t for t in trials if t.batch_size == bs], data))
+    sync(device)
+    batched_s = time.perf_counter() - start
+    print(f"batched:  {batched_s:8.2f} s  {len(trials) / batched_s:8.2f} trials/s")
+    if args.skip_plain:
+        return
+
+    start = time.perf_counter()
+    plain = {t: plain_trial(t, data) for t in trials}
+    sync(device)
+    plain_s = time.perf_counter() - start
+    print(f"plain:    {plain_s:8.2f} s  {len(trials) / plain_s:8.2f} trials/s")
+    print(f"ratio:    {plain_s / batched_s:8.1f}x faster batched")
+    # the two agree up to float rounding, which chaotic (high-lr) training amplifies
+    for name, keep in (("lr <= 0.01", lambda t: t.lr <= 0.01), ("all", lambda t: True)):
+        diffs = sorted(abs(plain[t][1] - batched[t]["test_acc"]) for t in trials if keep(t))
+        print(f"test accuracy, batched vs plain, {name}: median difference {diffs[len(diffs) // 2]:.5f}, "
+              f"largest {diffs[-1]:.5f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,686 @@
+"""train_mnist_ffn.py: FFN_GeGLU vs FFN_ReLU on MNIST, every trial of the grid trained at once.
+
+The study: a one-hidden-layer network 784 -> h -> 10 without biases, its hidden layer either
+ReLU, relu(x W_in), or GeGLU, (x W_in) * gelu(x W_gate), for h in {2,4,8,16}, trained for one
+epoch with Adam at batch sizes {8,64} and learning rates {1e-1,1e-2,1e-3,1e-4}, for 8 seeds:
+512 trials, one `trial:` line each in logs/mnist-<UTC time>-<id>.txt. `python analyze.py LOG`
+turns that pool into the random-search comparison.
+
+    python train_mnist_ffn.py                                  # the whole study (downloads MNIST)
+    python train_mnist_ffn.py --data-dir ../shared/data/mnist  # use a folder of the four files
+    python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
+
+Measured on a 2-core AMD EPYC VM shared with other jobs (torch 2.13.0 CPU, one thread): the
+full default study, 512 trials on real MNIST, in about 60 s (logs/reference/mnist-cpu.txt). At
+lr 1e-3, h 16 the mean validation / test accuracy over the 16 trials of each model is
+ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64
+trials): 8.2 s batched against 49.0 s for a plain per-trial loop, 6.0x. On the CPU a step of one
+seed's 32 trials (about 1 ms) is mostly arithmetic: Adam over their 285k weights (torch's CPU
+sqrt alone takes 0.3 ms) and the matmuls; Python overhead is a small part.
+
+How the trials are batched. Trials with the same batch size (and epochs) form a group that
+trains as one computation. Inside a group, each model's trials sit side by side: the hidden
+units of all of a seed's trials are the columns of one matrix W_in [784, C] (one such matrix per
+seed, stacked: [seeds, 784, C]) so one batched matmul computes every trial's hidden layer, and
+the read-out sums each trial's own columns into its own 10 logits (an index_add, never a
+multiplication by zero blocks, so a trial that diverges to NaN/inf cannot leak into another).
+The loss is the sum of the trials' mean cross-entropies, so each trial's gradient is exactly
+its own; Adam is written out below with torch.optim.Adam's arithmetic and one learning rate
+per trial. Each trial therefore computes what it would compute alone, up to float rounding.
+
+Rules that make every trial reproducible and the comparison paired:
+- split: the 60,000 training images are split 48,000 train / 12,000 validation by
+  torch.randperm(60000, generator=torch.Generator().manual_seed(42)): the first 48,000 of
+  that permutation train, the rest validate. Test accuracy is on the 10,000 test images.
+- data order: a function of the seed only. Epoch e of seed s visits the training images in the
+  order of the (e+1)-th torch.randperm(n_train) drawn from torch.Generator().manual_seed(s),
+  in consecutive batches (the last one smaller if batch size does not divide n_train). So
+  ReLU and GeGLU trials (every h, every lr) of one seed see the same images in the same
+  order, and batch sizes 8 and 64 of one seed see the same order cut differently.
+- init: a function of (model, hidden, seed): generator
+  torch.Generator().manual_seed(zlib.crc32(f"{model}-h{hidden}-seed{seed}".encode())), then
+  each input matrix (W_in, then W_gate for GeGLU) as torch.randn(784, h) * 0.02 and W_out as
+  torch.randn(h, 10) * 0.02, in that order. Trials differing only in lr or batch size start
+  from the same weights.
+- train_loss: mean cross-entropy over the last 10% of the batches of the final epoch.
+- time: each group's wall clock (training + evaluation) is shared among its trials in
+  proportion to their parameter counts (their share of the arithmetic).
+- files: MNIST is downloaded into data/mnist/ next to this script; logs go to --log-dir
+  (default logs/, relative to the current directory). --resume retrains any group that has a
+  trial missing from the log, whole, and writes only the missing lines: they are then bit-for-bit
+  the lines of an uninterrupted run (on the CPU).
+"""
+import argparse
+import gzip
+import hashlib
+import math
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------------------------------
+# Hyperparameters: the defaults live here, and every field is also a command-line flag
+# (--batch-sizes 8,64 etc.; lists are comma-separated).
+
+def flag(default, help, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class Hparams:
+    models: tuple = flag(("relu", "geglu"), "models to train (keys of MODELS in this file)")
+    hidden: tuple = flag((2, 4, 8, 16), "hidden sizes h")
+    batch_sizes: tuple = flag((8, 64), "batch sizes; trials of one batch size train together")
+    lrs: tuple = flag((0.1, 0.01, 0.001, 0.0001), "Adam learning rates")
+    seeds: int = flag(8, "number of seeds: trains seeds 0..N-1")
+    epochs: int = flag(1, "passes over the 48,000 training images")
+    param_match: bool = flag(False, "also train GeGLU at the hidden size whose parameter count "
+                                    "is closest to ReLU's at each --hidden size")
+    device: str = flag("auto", "auto (cuda when available), cpu or cuda",
+                       choices=("auto", "cpu", "cuda"))
+    threads: int = flag(1, "CPU threads for torch. One is best on a small or shared CPU: the "
+                           "grid's per-step ops are small, and on a busy machine intra-op threads "
+                           "wait on each other (25x slower measured on 2 shared cores)")
+    log_dir: str = flag("logs", "folder for the log file")
+    data_dir: str = flag("", "folder with the four MNIST files (.gz or raw); default: download "
+                             "into data/mnist/ next to this script")
+    resume: str = flag("", "continue this log: add the trial lines missing from it")
+    train_limit: int = flag(0, "train on only the first N of the 48,000 training images "
+                               "(0 = all; for tests and quick looks)", minimum=0)
+
+
+GRID_KEYS = ("models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "param_match",
+             "train_limit")  # what a --resume takes from the log's config: line
+SPLIT_SEED = 42       # the 48,000 / 12,000 train / validation split
+INIT_STD = 0.02       # every weight is N(0, 1) * 0.02
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+N_TRAIN, N_VAL = 48_000, 12_000
+
+
+# ------------------------------------------------------------------------------------------
+# The models. A trial is one FFN 784 -> h -> 10 without biases: logits = hidden(x) @ W_out.
+# Change the MLP here. The functions are written for a stack of trials (x: [seeds, batch, 784],
+# w["w_in"]: [seeds, 784, C] with the hidden units of many trials side by side) but read
+# exactly like the single model, which they also are for x: [batch, 784], w_in: [784, h].
+
+def ffn_relu(x, w):
+    return torch.relu(x @ w["w_in"])
+
+
+def ffn_geglu(x, w):
+    return (x @ w["w_in"]) * F.gelu(x @ w["w_gate"])  # exact (erf) GELU, as nn.GELU()
+
+
+# name -> (hidden-layer function, the 784 x h input matrices it uses). W_out (h x 10) is common.
+MODELS = {
+    "relu": (ffn_relu, ("w_in",)),
+    "geglu": (ffn_geglu, ("w_in", "w_gate")),
+}
+
+
+def n_params(model, hidden):
+    return (784 * len(MODELS[model][1]) + 10) * hidden  # ReLU 794h, GeGLU 1578h
+
+
+def matched_hidden(relu_hidden, model="geglu"):
+    """The hidden size of `model` whose parameter count is closest to ReLU's at relu_hidden
+    (ties -> the smaller size, at least 1): ReLU 2,4,8,16 -> GeGLU 1,2,4,8."""
+    target, per_unit = n_params("relu", relu_hidden), n_params(model, 1)
+    low = max(1, target // per_unit)
+    return min((low, low + 1), key=lambda h: (abs(h * per_unit - target), h))
+
+
+def init_weights(model, hidden, seed):
+    """The initial weights of one trial, on the CPU: a function of (model, hidden, seed) only."""
+    g = torch.Generator().manual_seed(zlib.crc32(f"{model}-h{hidden}-seed{seed}".encode()))
+    w = {name: torch.randn(784, hidden, generator=g) * INIT_STD for name in MODELS[model][1]}
+    w["w_out"] = torch.randn(hidden, 10, generator=g) * INIT_STD
+    return w
+
+
+def data_orders(seed, n_train, epochs):
+    """The order in which one seed visits the training images: [epochs, n_train] indices."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(n_train, generator=g) for _ in range(epochs)])
+
+
+def readout(hidden, w_out, column_trial, n_trials):
+    """Per-trial logits [..., n_trials, 10] from hidden [..., C] and W_out [..., C, 10]: each
+    trial sums only its own columns (index_add), so NaN/inf in one trial stays in that trial
+    (a matmul with a block-diagonal W_out would compute 0 * NaN = NaN for all the others)."""
+    products = hidden.unsqueeze(-1) * w_out.unsqueeze(-3)             # [U, B, C, 10]
+    logits = products.new_zeros(*products.shape[:-2], n_trials, 10)
+    return logits.index_add(-2, column_trial, products)
+
+
+# ------------------------------------------------------------------------------------------
+# Data: the four IDX files, downloaded from the first mirror that serves a good copy.
+
+MIRRORS = [
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+]
+MNIST_FILES = {  # name -> (bytes after decompression, md5 of those bytes)
+    "train-images-idx3-ubyte": (47040016, "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (60008, "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (7840016, "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (10008, "27ae3e4e09519cfbb04c329615203637"),
+}
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "data" / "mnist"
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def parse_idx(raw):
+    """An IDX file's bytes -> numpy array (magic 0,0,dtype,ndim; big-endian uint32 dims; data)."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise ValueError("not an IDX file (bad magic number)")
+    dtype, ndim = np.dtype(IDX_DTYPES[raw[2]]), raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError("IDX header is cut short")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    expected = 4 + 4 * ndim + math.prod(shape) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"IDX size mismatch: header says {expected} bytes, file has {len(raw)}")
+    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def check_mnist_bytes(name, compressed_or_raw, is_gz):
+    """Decompress (if .gz) and verify size and md5. Returns (raw bytes, None) or (None, problem)."""
+    size, md5 = MNIST_FILES[name]
+    if is_gz:
+        try:
+            raw = gzip.decompress(compressed_or_raw)
+        except EOFError:
+            return None, "truncated (the gzip stream ends early)"
+        except (OSError, zlib.error) as e:
+            return None, f"corrupt (not a valid gzip file: {e})"
+    else:
+        raw = compressed_or_raw
+    if len(raw) < size:
+        return None, f"truncated (expected {size} bytes after decompression, got {len(raw)})"
+    if len(raw) > size:
+        return None, f"corrupt (expected {size} bytes after decompression, got {len(raw)})"
+    digest = hashlib.md5(raw).hexdigest()
+    if digest != md5:
+        return None, f"checksum mismatch (md5 {digest}, expected {md5})"
+    return raw, None
+
+
+def download_mnist(folder):
+    """Fetch the missing files into folder, trying MIRRORS in order. A file appears under its
+    final name only after its decompressed md5 matched (written to a temp name, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_FILES:
+        if (folder / name).exists() or (folder / (name + ".gz")).exists():
+            continue
+        problems = []
+        for mirror in MIRRORS:
+            url = mirror + name + ".gz"
+            print(f"downloading {url}", flush=True)
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response:
+                    payload = response.read()
+            except Exception as e:  # any network failure: try the next mirror
+                problems.append(f"{url}: {e}")
+                continue
+            _, problem = check_mnist_bytes(name, payload, is_gz=True)
+            if problem:
+                problems.append(f"{url}: {problem}")
+                continue
+            tmp = folder / f".{name}.gz.part-{os.getpid()}"
+            tmp.write_bytes(payload)
+            os.replace(tmp, folder / (name + ".gz"))
+            break
+        else:
+            raise SystemExit(f"error: could not download {name}.gz from any mirror "
+                             f"({'; '.join(problems)}); check the connection, or put the four "
+                             f"MNIST files in a folder and pass --data-dir DIR")
+
+
+def load_mnist(folder, downloaded):
+    """The four files of folder as numpy arrays, each verified; one clear line if one is bad."""
+    fix = ("delete it and rerun python train_mnist_ffn.py to download again" if downloaded else
+           "replace it with an intact copy, or run python train_mnist_ffn.py without --data-dir "
+           "to download MNIST")
+    arrays = {}
+    for name in MNIST_FILES:
+        path = folder / name if (folder / name).exists() else folder / (name + ".gz")
+        if not path.exists():
+            raise SystemExit(f"error: {folder / name}(.gz) not found; put the four MNIST files "
+                             f"there, or run python train_mnist_ffn.py without --data-dir to "
+                             f"download them")
+        raw, problem = check_mnist_bytes(name, path.read_bytes(), is_gz=path.suffix == ".gz")
+        if problem:
+            raise SystemExit(f"error: {path}: {problem}; {fix}")
+        arrays[name] = parse_idx(raw)
+    return arrays
+
+
+def mnist_tensors(arrays, device, train_limit=0):
+    """Split, scale to [0, 1] and move to the device: train/val/test images and labels."""
+    images = torch.from_numpy(arrays["train-images-idx3-ubyte"]).reshape(-1, 784)
+    labels = torch.from_numpy(arrays["train-labels-idx1-ubyte"]).long()
+    split = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    train, val = split[:N_TRAIN], split[N_TRAIN:N_TRAIN + N_VAL]
+    if train_limit:
+        train = train[:train_limit]
+    test_images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"]).reshape(-1, 784)
+    test_labels = torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long()
+    scale = lambda u8: (u8.float() / 255).to(device)  # as torchvision's ToTensor
+    return {"train_x": scale(images[train]), "train_y": labels[train].to(device),
+            "val_x": scale(images[val]), "val_y": labels[val].to(device),
+            "test_x": scale(test_images), "test_y": test_labels.to(device)}
+
+
+# ------------------------------------------------------------------------------------------
+# Batched training.
+
+@dataclass(frozen=True, order=True)
+class Trial:
+    model: str
+    hidden: int
+    batch_size: int
+    lr: float
+    seed: int
+    epochs: int
+
+
+class Stack:
+    """All trials of one model in one group: a rectangle of seeds x configs (hidden, lr).
+    Weights: each input matrix [U seeds, 784, C], W_out [U, C, 10], where the C columns are the
+    configs' hidden units one after the other; column_trial[c] is the config owning column c."""
+
+    def __init__(self, model, seeds, configs, device, dtype=torch.float32):
+        self.model, self.seeds, self.configs = model, seeds, configs
+        self.hidden_fn, in_names = MODELS[model]
+        sizes = [h for h, _ in configs]
+        self.columns = np.cumsum([0] + sizes)  # config k owns columns columns[k]:columns[k+1]
+        self.column_trial = torch.repeat_interleave(torch.arange(len(configs)), torch.tensor(sizes)).to(device)
+        w = {name: torch.zeros(len(seeds), 784, sum(sizes), dtype=dtype) for name in in_names}
+        w["w_out"] = torch.zeros(len(seeds), sum(sizes), 10, dtype=dtype)
+        for u, seed in enumerate(seeds):
+            for h in sorted(set(sizes)):
+                init = init_weights(model, h, seed)
+                for k in (k for k, (hk, _) in enumerate(configs) if hk == h):
+                    cols = slice(self.columns[k], self.columns[k + 1])
+                    for name in in_names:
+                        w[name][u, :, cols] = init[name]
+                    w["w_out"][u, cols, :] = init["w_out"]
+        self.w = {name: t.to(device).requires_grad_() for name, t in w.items()}
+        column_lr = torch.repeat_interleave(torch.tensor([lr for _, lr in configs], dtype=torch.float64),
+                                            torch.tensor(sizes)).to(device)
+        # each weight's learning rates, shaped to broadcast over it (float64, as torch's Python floats)
+        self.lrs = [column_lr.view(1, 1, -1) if name != "w_out" else column_lr.view(1, -1, 1)
+                    for name in self.w]
+        self.exp_avg = [torch.zeros_like(p) for p in self.w.values()]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.w.values()]
+        self.loss_sum = torch.zeros(len(seeds), len(configs), device=device, dtype=dtype)
+
+    def logits(self, x):
+        return readout(self.hidden_fn(x, self.w), self.w["w_out"], self.column_trial, len(self.configs))
+
+    def trial_weights(self, u, k):
+        cols = slice(self.columns[k], self.columns[k + 1])
+        return {name: (t[u, :, cols] if name != "w_out" else t[u, cols, :]).detach().cpu().clone()
+                for name, t in self.w.items()}
+
+
+@torch.no_grad()
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, lrs, step):
+    """torch.optim.Adam's update (its default single-tensor arithmetic, op for op), with
+    learning rates that vary across the weights: lrs[i] is float64 and broadcasts over params[i]."""
+    beta1, beta2 = ADAM_BETAS
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    denoms = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denoms, bias_correction2_sqrt)
+    torch._foreach_add_(denoms, ADAM_EPS)
+    for p, exp_avg, denom, lr in zip(params, exp_avgs, denoms, lrs):
+        # torch: p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1) = p + (value * exp_avg) / denom
+        p.addcdiv_(exp_avg * (lr / -bias_correction1).to(p.dtype), denom)
+
+
+def train_group(trials, data, progress=None, return_weights=False):
+    """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
+    for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
+    data: the tensors of mnist_tensors(); training runs on their device and in their dtype."""
+    batch_size, epochs = trials[0].batch_size, trials[0].epochs
+    assert all(t.batch_size == batch_size and t.epochs == epochs for t in trials)
+    device = data["train_x"].device
+    start = time.perf_counter()
+    stacks = []
+    for model in sorted({t.model for t in trials}):
+        mine = [t for t in trials if t.model == model]
+        # the rectangle seeds x (hidden, lr) covering these trials (for the study's grid: all of them)
+        stacks.append(Stack(model, sorted({t.seed for t in mine}),
+                            sorted({(t.hidden, t.lr) for t in mine}), device, data["train_x"].dtype))
+    seeds = sorted({t.seed for t in trials})
+    for st in stacks:  # which rows of the group's batch (one row per seed) a stack uses
+        st.rows = None if st.seeds == seeds else torch.tensor([seeds.index(s) for s in st.seeds], device=device)
+    n = len(data["train_y"])
+    orders = torch.stack([data_orders(s, n, epochs) for s in seeds]).to(device)  # [U, epochs, n]
+    steps_per_epoch = math.ceil(n / batch_size)
+    loss_from = steps_per_epoch - max(1, steps_per_epoch // 10)  # train_loss: last 10% of batches
+    params = [p for st in stacks for p in st.w.values()]
+    exp_avgs = [m for st in stacks for m in st.exp_avg]
+    exp_avg_sqs = [v for st in stacks for v in st.exp_avg_sq]
+    lrs = [lr for st in stacks for lr in st.lrs]
+    step = 0
+    for epoch in range(epochs):
+        for i in range(steps_per_epoch):
+            index = orders[:, epoch, i * batch_size:(i + 1) * batch_size]  # [U, B]
+            x, y = data["train_x"][index], data["train_y"][index]  # [U, B, 784], [U, B]
+            total = 0
+            for st in stacks:
+                xs, ys = (x, y) if st.rows is None else (x[st.rows], y[st.rows])
+                logits = st.logits(xs)  # [U, B, K, 10]
+                U, B, K, _ = logits.shape
+                losses = F.cross_entropy(logits.reshape(-1, 10), ys.unsqueeze(-1).expand(U, B, K).reshape(-1),
+                                         reduction="none").view(U, B, K).mean(1)  # [U, K]: each trial's mean
+                total = total + losses.sum()  # d total / d (trial's loss) = 1: gradients stay per trial
+                if epoch == epochs - 1 and i >= loss_from:
+                    st.loss_sum += losses.detach()
+            grads = torch.autograd.grad(total, params)
+            step += 1
+            adam_step(params, grads, exp_avgs, exp_avg_sqs, lrs, step)
+            if progress is not None and step % 50 == 0:
+                progress(step / (epochs * steps_per_epoch))
+    # evaluation: accuracies of every trial on the validation and test images
+    with torch.no_grad():
+        accuracy = {}
+        for st in stacks:
+            for split in ("val", "test"):
+                xs, ys = data[split + "_x"], data[split + "_y"]
+                chunk = max(1, 4_000_000 // (len(st.seeds) * st.w["w_out"].shape[1] * 10))
+                correct = torch.zeros(len(st.seeds), len(st.configs), dtype=torch.long, device=device)
+                for j in range(0, len(ys), chunk):
+                    predictions = st.logits(xs[j:j + chunk]).argmax(-1)  # [U, chunk, K]
+                    correct += (predictions == ys[j:j + chunk, None]).sum(1)
+                accuracy[st.model, split] = [[c / len(ys) for c in row] for row in correct.tolist()]
+        train_losses = {st.model: (st.loss_sum / (steps_per_epoch - loss_from)).tolist() for st in stacks}
+    elapsed = time.perf_counter() - start
+    trained_params = sum(len(st.seeds) * n_params(st.model, h) for st in stacks for h, _ in st.configs)
+    results = {}
+    for t in trials:
+        st = next(s for s in stacks if s.model == t.model)
+        u, k = st.seeds.index(t.seed), st.configs.index((t.hidden, t.lr))
+        params_t = n_params(t.model, t.hidden)
+        results[t] = {"params": params_t, "train_loss": train_losses[t.model][u][k],
+                      "val_acc": accuracy[t.model, "val"][u][k], "test_acc": accuracy[t.model, "test"][u][k],
+                      "time": elapsed * params_t / trained_params}
+        if return_weights:
+            results[t]["weights"] = st.trial_weights(u, k)
+    return results
+
+
+# ------------------------------------------------------------------------------------------
+# Logging: records as in the log contract (one `name:value` token list per line).
+
+def trial_record(t, r):
+    return (f"trial: model:{t.model} hidden:{t.hidden} batch_size:{t.batch_size} lr:{t.lr!r} "
+            f"seed:{t.seed} epochs:{t.epochs} params:{r['params']} train_loss:{r['train_loss']:.4f} "
+            f"val_acc:{r['val_acc']:.5f} test_acc:{r['test_acc']:.5f} time:{r['time']:.3f}s")
+
+
+def parse_record(line):
+    """A record line -> (name, {key: value}); None if the line is not a record."""
+    tokens = line.split(" ")
+    if not tokens or ":" not in tokens[0] or any(":" not in tok for tok in tokens):
+        return None
+    name, first = tokens[0].split(":", 1)
+    values = dict(tok.split(":", 1) for tok in tokens[1:])
+    if first:
+        values[name] = first
+    return name, values
+
+
+def trial_key(values):
+    return Trial(values["model"], int(values["hidden"]), int(values["batch_size"]), float(values["lr"]),
+                 int(values["seed"]), int(values["epochs"]))
+
+
+def read_log(path):
+    """The config and the finished trials of a log: (config values, {Trial: values}). A last line
+    without its newline was cut by a kill and does not count; nor does a trial line missing keys."""
+    config, done, in_header = None, {}, False
+    for line in path.read_text().split("\n")[:-1]:
+        if line == "=" * 100:
+            in_header = not in_header
+            continue
+        record = None if in_header else parse_record(line)
+        if record and record[0] == "config":
+            config = record[1]
+        elif record and record[0] == "trial":
+            try:
+                assert {"params", "train_loss", "val_acc", "test_acc", "time"} <= set(record[1])
+                done[trial_key(record[1])] = record[1]
+            except (AssertionError, KeyError, ValueError):
+                print(f"warning: {path}: skipping a trial line that does not parse: {line}", file=sys.stderr)
+    return config, done
+
+
+def environment():
+    lines = [f"python: {sys.version}", f"torch: {torch.__version__}", f"numpy: {np.__version__}",
+             f"platform: {platform.platform()}", f"cpu_count: {os.cpu_count()}",
+             f"torch_threads: {torch.get_num_threads()}"]
+    if shutil.which("nvidia-smi"):
+        try:
+            lines.append(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout)
+        except Exception as e:
+            lines.append(f"nvidia-smi failed: {e}")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# Command line.
+
+def parse_list(kind, text):
+    items = [s.strip() for s in text.split(",")]
+    if not text.strip() or any(not s for s in items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    try:
+        values = tuple(kind(s) for s in items)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
+    if kind is not str and any(not v > 0 for v in values):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
+    if kind is str and any(v not in MODELS for v in values):
+        raise argparse.ArgumentTypeError(f"unknown model in {text!r}; known: {','.join(MODELS)}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"repeated value in {text!r}")
+    return values
+
+
+def parse_int(minimum, text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in fields(Hparams):
+        meta, name = f.metadata, "--" + f.name.replace("_", "-")
+        help_text = meta["help"]
+        if isinstance(f.default, bool):
+            parser.add_argument(name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        elif isinstance(f.default, tuple):
+            kind = type(f.default[0])
+            parser.add_argument(name, type=lambda s, kind=kind: parse_list(kind, s), default=argparse.SUPPRESS,
+                                metavar=",".join(str(v) for v in f.default), help=help_text)
+        elif isinstance(f.default, int):
+            parser.add_argument(name, type=lambda s, m=meta.get("minimum", 1): parse_int(m, s),
+                                default=argparse.SUPPRESS, help=f"{help_text} (default {f.default})")
+        else:
+            parser.add_argument(name, choices=meta.get("choices"), default=argparse.SUPPRESS,
+                                help=f"{help_text} (default {f.default!r})" if f.default else help_text)
+    return parser
+
+
+def config_from_log(config):
+    """Hparams grid values from a log's config: record."""
+    lists = lambda key, kind: tuple(kind(v) for v in config[key].split(","))
+    seeds = lists("seeds", int)
+    if seeds != tuple(range(len(seeds))):
+        raise SystemExit(f"error: the log's seeds:{config['seeds']} are not 0..N-1; start a new log")
+    return {"models": lists("models", str), "hidden": lists("hidden", int),
+            "batch_sizes": lists("batch_sizes", int), "lrs": lists("lrs", float), "seeds": len(seeds),
+            "epochs": int(config["epochs"]), "param_match": config.get("param_match") == "1",
+            "train_limit": int(config.get("train_limit", "0"))}
+
+
+def grid(hp):
+    """Every trial of the study (plus the parameter-matched GeGLU sizes with --param-match)."""
+    sizes = {model: list(hp.hidden) for model in hp.models}
+    if hp.param_match:
+        sizes["geglu"] += [h for h in sorted({matched_hidden(h) for h in hp.hidden}) if h not in hp.hidden]
+    return [Trial(model, h, bs, lr, seed, hp.epochs) for bs in hp.batch_sizes for model in hp.models
+            for h in sizes[model] for lr in hp.lrs for seed in range(hp.seeds)]
+
+
+def main(argv=None):
+    parser = make_parser()
+    given = vars(parser.parse_args(argv))
+    t0 = time.perf_counter()
+    log_path = Path(given["resume"]) if given.get("resume") else None
+    if log_path is not None:  # continue the grid recorded in the log
+        if not log_path.is_file():
+            raise SystemExit(f"error: {log_path}: no such log; pass the path of a train_mnist_ffn.py log")
+        config, done = read_log(log_path)
+        if config is None:
+            raise SystemExit(f"error: {log_path}: no config: line; it is not a train_mnist_ffn.py log")
+        from_log = config_from_log(config)
+        clashes = [k for k in GRID_KEYS if k in given and given[k] != from_log[k]]
+        if clashes:
+            raise SystemExit(f"error: --resume continues the grid recorded in {log_path}; drop "
+                             f"{', '.join('--' + k.replace('_', '-') for k in clashes)} or start a new log")
+        given.update(from_log)
+    hp = Hparams(**given)
+    torch.set_num_threads(hp.threads)
+    if hp.param_match and not {"relu", "geglu"} <= set(hp.models):
+        parser.error("--param-match needs both relu and geglu in --models")
+    device = torch.device("cuda" if hp.device == "cuda" or (hp.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch sees no CUDA GPU; use --device cpu")
+
+    # data
+    if hp.data_dir:
+        folder = Path(hp.data_dir)
+        if not folder.is_dir():
+            raise SystemExit(f"error: --data-dir {folder}: no such folder")
+    else:
+        folder = DEFAULT_DATA_DIR
+        download_mnist(folder)
+    data = mnist_tensors(load_mnist(folder, downloaded=not hp.data_dir), device, hp.train_limit)
+    n_train = len(data["train_y"])
+
+    # the log
+    trials = grid(hp)
+    if log_path is None:
+        run_id = secrets.token_hex(4)
+        started = datetime.now(timezone.utc)
+        log_dir = Path(hp.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"mnist-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+        done = {}
+        log = open(log_path, "w")
+        device_name = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"
+        log.write(f"run:mnist id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
+                  f"device:{device_name} host:{socket.gethostname().replace(' ', '_')}\n")
+        log.write("=" * 100 + "\n" + Path(__file__).read_text().rstrip("\n") + "\n" + environment()
+                  + "=" * 100 + "\n")
+        matched = ",".join(str(matched_hidden(h)) for h in hp.hidden) if hp.param_match else None
+        log.write(f"config: models:{','.join(hp.models)} hidden:{','.join(map(str, hp.hidden))} "
+                  f"batch_sizes:{','.join(map(str, hp.batch_sizes))} lrs:{','.join(repr(lr) for lr in hp.lrs)} "
+                  f"seeds:{','.join(str(s) for s in range(hp.seeds))} epochs:{hp.epochs} train:{n_train} "
+                  f"val:{len(data['val_y'])} test:{len(data['test_y'])} split_seed:{SPLIT_SEED} "
+                  f"init_std:{INIT_STD} data:mnist param_match:{int(hp.param_match)}"
+                  + (f" matched_hidden:{matched}" if matched else "")
+                  + f" train_limit:{hp.train_limit} adam_betas:{ADAM_BETAS[0]},{ADAM_BETAS[1]} adam_eps:{ADAM_EPS}\n")
+        log.flush()
+    else:
+        content = log_path.read_bytes()
+        if content and not content.endswith(b"\n"):  # a line cut by the kill: drop it, it was not finished
+            with open(log_path, "r+b") as f:
+                f.truncate(content.rfind(b"\n") + 1)
+        log = open(log_path, "a")
+    todo = [t for t in trials if t not in done]
+    print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
+          f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
+
+    # train group by group; every finished group's lines are in the log at once. A group with
+    # any trial missing from the log is trained whole, in the layout of an uninterrupted run, so
+    # the lines a resumed run writes are bit-for-bit those the uninterrupted run would have written.
+    groups = [[t for t in trials if t.batch_size == bs] for bs in hp.batch_sizes]
+    groups = [g for g in groups if any(t not in done for t in g)]
+    # for the ETA: a step costs about (1 + batch_size / 32) x its parameters (measured on CPU)
+    work = [math.ceil(n_train / g[0].batch_size) * (1 + g[0].batch_size / 32) * sum(n_params(t.model, t.hidden) for t in g)
+            for g in groups]
+    work_done, finished, last_print = 0.0, 0, [time.perf_counter()]
+
+    def progress(fraction):
+        now = time.perf_counter()
+        if now - last_print[0] >= 5:
+            last_print[0] = now
+            f = (work_done + fraction * work[gi]) / sum(work)
+            elapsed = now - t0
+            print(f"  {finished}/{len(todo)} trials done, batch size {group[0].batch_size} group "
+                  f"{100 * fraction:.0f}%, elapsed {elapsed:.0f}s, remaining ~{elapsed * (1 - f) / max(f, 1e-9):.0f}s",
+                  flush=True)
+
+    for gi, group in enumerate(groups):
+        results = train_group(group, data, progress)
+        missing = sorted(t for t in group if t not in done)
+        for t in missing:
+            log.write(trial_record(t, results[t]) + "\n")
+            done[t] = {k: str(v) for k, v in results[t].items()}
+        log.flush()
+        work_done += work[gi]
+        finished += len(missing)
+        print(f"  {finished}/{len(todo)} trials done (batch size {group[0].batch_size}), "
+              f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
+    if todo:
+        log.write(f"done: trials:{len(done)} time:{time.perf_counter() - t0:.1f}s new_trials:{len(todo)}\n")
+    log.close()
+
+    # summary: the best validation accuracy per model and hidden size, and its test accuracy
+    wanted = set(trials)
+    print(f"\n{'model':<6} {'hidden':>6} {'params':>7} {'best val':>9} {'its test':>9}  batch_size,lr,seed")
+    for model in hp.models:
+        for h in sorted({t.hidden for t in trials if t.model == model}):
+            mine = [(float(v["val_acc"]), float(v["test_acc"]), t) for t, v in done.items()
+                    if t.model == model and t.hidden == h and t in wanted]
+            val, test, t = max(mine, key=lambda m: (m[0] if m[0] == m[0] else -1, m[1]))
+            print(f"{model:<6} {h:>6} {n_params(model, h):>7} {val:>9.4f} {test:>9.4f}  {t.batch_size},{t.lr!r},{t.seed}")
+    print(f"\n{len(todo)} trials trained in {time.perf_counter() - t0:.1f}s; log: {log_path}\n"
+          f"next: python analyze.py {log_path}")
+    return log_path
+
+
+if __name__ == "__main__":
+    main()
