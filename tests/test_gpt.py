@@ -1,0 +1,504 @@
+"""Tests of train_gpt.py on the CPU: the record's model and optimiser, the data loader, the log
+contract, failures, and that 2 processes (torchrun, gloo) train exactly like 1."""
+import json
+import math
+import os
+import re
+import resource
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--n-layer", "2", "--n-embd", "64", "--n-head", "2", "--seq-len", "64", "--vocab-size", "512",
+        "--no-compile", "--device", "cpu"]
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def write_shard(path, tokens, magic=tg.SHARD_MAGIC, version=tg.SHARD_VERSION, count=None):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = magic, version, len(tokens) if count is None else count
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_shards(tmp_path_factory):
+    """Shards of data/make_tiny_shards.py's learnable language (vocab 512), in the real format."""
+    out = tmp_path_factory.mktemp("tiny")
+    subprocess.run([sys.executable, str(REPO / "data" / "make_tiny_shards.py"), "--out", str(out),
+                    "--train-shards", "2", "--tokens-per-shard", "100000"], check=True, capture_output=True)
+    return out
+
+
+def shard_flags(folder):
+    return ["--train-files", str(folder / "fineweb_train_*.bin"), "--val-files", str(folder / "fineweb_val_*.bin")]
+
+
+RECORD = re.compile(r"^[a-z_]+:\S*$")
+STEP = re.compile(r"^step:(\d+)/(\d+) (val_loss|train_loss):(\S+) train_time:(\d+)ms "
+                  r"step_avg:(nan|\d+\.\d\d)ms tokens:(\d+)$")
+CONTRACT_KEYS = {
+    "run": "run id started torch device world_size gpu",
+    "config": "mlp n_layer n_head n_embd mlp_hidden vocab_size params seq_len batch_size device_batch_size "
+              "grad_accum num_iterations lr muon_lr warmup_iters warmdown_iters val_every val_tokens seed "
+              "compile train_files val_files",
+    "peak_memory": "peak_memory allocated reserved",
+    "done": "done steps train_time step_avg final_val_loss",
+}
+
+
+def parse_log(path):
+    """Read a gpt log by the contract: header, then record lines only, every one parseable."""
+    lines = Path(path).read_text().splitlines()
+    assert lines[0].startswith("run:gpt ") and lines[1] == "=" * 100
+    end = lines.index("=" * 100, 2)
+    assert "import torch" in "\n".join(lines[2:end]) and "torch: " in "\n".join(lines[2:end])
+    records = []
+    for line in [lines[0]] + lines[end + 1:]:
+        tokens = line.split(" ")
+        assert all(RECORD.match(t) for t in tokens), f"not a record line: {line!r}"
+        name = tokens[0].split(":")[0]
+        fields = dict(t.split(":", 1) for t in tokens)
+        if name == "step":
+            m = STEP.match(line)
+            assert m, f"step line not in the record's format: {line!r}"
+            fields = dict(step=int(m[1]), of=int(m[2]), kind=m[3], loss=float(m[4]), train_time=int(m[5]),
+                          step_avg=float(m[6]), tokens=int(m[7]))
+        if name in CONTRACT_KEYS:
+            missing = set(CONTRACT_KEYS[name].split()) - set(fields)
+            assert not missing, f"{name} record lacks {missing}"
+        records.append((name, fields))
+    return records
+
+
+def only_log(log_dir):
+    logs = list(Path(log_dir).glob("gpt-*.txt"))
+    assert len(logs) == 1 and re.fullmatch(r"gpt-\d{8}-\d{6}-[0-9a-f]{8}\.txt", logs[0].name)
+    return logs[0]
+
+
+def losses(records, kind):
+    return [(f["step"], f["loss"]) for name, f in records if name == "step" and f["kind"] == kind]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args, cwd, nproc=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                           "--master_addr=127.0.0.1", f"--master_port={free_port()}"] + args,
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+
+
+# ---- defaults and the model ------------------------------------------------------------------
+
+def test_flags_come_from_the_dataclass_and_defaults_are_the_record():
+    hp = tg.parse_args([])
+    assert hp == tg.Hyperparameters()
+    assert (hp.mlp, hp.n_layer, hp.n_head, hp.n_embd, hp.vocab_size) == ("relu2", 12, 6, 768, 50304)
+    assert (hp.seq_len, hp.batch_size, hp.device_batch_size, hp.num_iterations) == (1024, 512, 64, 5100)
+    assert (hp.lr, hp.muon_lr, hp.muon_momentum, hp.ns_steps) == (0.0036, 0.00036, 0.95, 5)
+    assert (hp.warmup_iters, hp.warmdown_iters, hp.val_every, hp.val_tokens) == (0, 1450, 125, 10485760)
+    assert hp.compile and hp.train_files == "data/fineweb10B/fineweb_train_*.bin"
+    hp = tg.parse_args(["--mlp", "swiglu_thin", "--no-compile", "--muon-lr", "0.001", "--device-batch-size", "32"])
+    assert (hp.mlp, hp.compile, hp.muon_lr, hp.device_batch_size) == ("swiglu_thin", False, 0.001, 32)
+
+
+@pytest.mark.parametrize("mlp, mlp_weights, total, muon_matrices",
+                         [("relu2", 4_718_592, 123_568_128, 72), ("swiglu_thin", 3_538_944, 109_412_352, 84)])
+def test_parameter_counts_of_the_full_model(mlp, mlp_weights, total, muon_matrices):
+    with torch.device("meta"):
+        model = tg.GPT(mlp=mlp)
+    d = 768
+    for block in model.blocks:
+        assert sum(p.numel() for p in block.mlp.parameters()) == mlp_weights
+        assert sum(p.numel() for p in block.attn.parameters()) == 4 * d * d
+    assert model.wte.weight is model.lm_head.weight and model.lm_head.weight.shape == (50304, d)
+    assert sum(p.numel() for p in model.parameters()) == total == 50304 * d + 12 * (4 * d * d + mlp_weights)
+    assert all(p.ndim == 2 for p in model.parameters())                      # no biases, no norm weights
+    blocks = list(model.blocks.parameters())
+    assert len(blocks) == 72 and len(tg.Muon.matrices(blocks)) == muon_matrices
+    shapes = {tuple(p[r0:r1].shape) for p, r0, r1 in tg.Muon.matrices(list(model.blocks[0].mlp.parameters()))}
+    assert shapes == ({(3072, 768), (768, 3072)} if mlp == "relu2" else {(1536, 768), (768, 1536)})
+
+
+@pytest.mark.parametrize("mlp", ["relu2", "swiglu_thin"])
+def test_output_projections_start_at_zero_so_blocks_start_as_identity(mlp):
+    torch.manual_seed(0)
+    model = tg.GPT(vocab_size=128, n_layer=2, n_head=2, n_embd=64, mlp=mlp)
+    for block in model.blocks:
+        assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()
+        assert block.attn.c_q.weight.std() > 0 and block.mlp.c_fc.weight.std() > 0
+    idx = torch.randint(0, 128, (2, 16))
+    targets = torch.randint(0, 128, (2, 16))
+    logits = tg.rms_norm(model.wte(idx)) @ model.lm_head.weight.T            # no blocks at all
+    expected = torch.nn.functional.cross_entropy(logits.view(-1, 128), targets.view(-1))
+    torch.testing.assert_close(model(idx, targets), expected)
+
+
+def test_rotary_is_a_rotation_and_relative():
+    cos, sin = tg.rotary_cos_sin(16, 8, "cpu")
+    q, k = torch.randn(1, 16, 1, 8), torch.randn(1, 16, 1, 8)
+    rq = tg.apply_rotary(q, cos, sin)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))               # norm kept
+    # the same q, k at positions (3, 1) and (12, 10) give the same score: it depends on i - j only
+    q0, k0 = q[:, :1].expand(1, 16, 1, 8), k[:, :1].expand(1, 16, 1, 8)
+    rq, rk = tg.apply_rotary(q0, cos, sin), tg.apply_rotary(k0, cos, sin)
+    torch.testing.assert_close((rq[0, 3] * rk[0, 1]).sum(), (rq[0, 12] * rk[0, 10]).sum())
+
+
+# ---- Muon ------------------------------------------------------------------------------------
+
+def test_newton_schulz_singular_values_lie_in_the_quintic_band():
+    torch.manual_seed(0)
+    G = torch.randn(1536, 768)
+    s_in = torch.linalg.svdvals((G / G.norm()).double()).numpy()
+    # Where the exact iteration sends these singular values: the quintic, 5 times, in float64.
+    a, b, c = 3.4445, -4.7750, 2.0315
+    grid = np.linspace(s_in.min(), 1.0, 100_001)
+    exact = s_in.copy()
+    for _ in range(5):
+        grid, exact = (a * x + b * x ** 3 + c * x ** 5 for x in (grid, exact))
+    lo, hi = grid.min(), grid.max()
+    assert 0.6 < lo < 0.75 and 1.05 < hi < 1.2                               # a band, not exactly 1
+    X = tg.newton_schulz5(G)
+    assert X.dtype == torch.bfloat16 and X.shape == G.shape
+    s_out = torch.linalg.svdvals(X.float()).numpy()
+    bf16_slack = 0.03                                                        # bf16 has 8 bits of mantissa
+    assert lo - bf16_slack < s_out.min() and s_out.max() < hi + bf16_slack
+    assert np.abs(np.sort(s_out) - np.sort(exact)).max() < bf16_slack
+    assert tg.newton_schulz5(G.T).shape == (768, 1536)                       # wide matrices too
+
+
+def test_muon_steps_are_the_record_update():
+    """Two steps by hand: buf = 0.95 buf + g; u = NS(g + 0.95 buf) * sqrt(max(r, c)) in bf16; p -= lr u."""
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(48, 16))
+    expected, buf = p.detach().clone(), torch.zeros(48, 16)
+    opt = tg.Muon([p], lr=0.01, momentum=0.95)
+    for _ in range(2):
+        g = torch.randn(48, 16)
+        p.grad = g.clone()
+        opt.step()
+        buf = 0.95 * buf + g
+        update = tg.newton_schulz5(g + 0.95 * buf) * math.sqrt(48)
+        expected = expected - 0.01 * update.float()
+    torch.testing.assert_close(p.detach(), expected, rtol=0, atol=1e-6)
+    assert (p.detach() - expected).abs().max() < 1e-6 < (expected - p.detach() - 0.001).abs().max()
+
+
+def test_fused_swiglu_weight_gets_the_update_of_two_separate_matrices():
+    """Muon on the fused (3072, 768) gate/value weight == Muon on the seed's two 1536x768 weights."""
+    torch.manual_seed(0)
+    mlp = tg.MLPSwiGLUThin(768)
+    fused = mlp.c_fc.weight
+    gate = torch.nn.Parameter(fused.detach()[:1536].clone())
+    val = torch.nn.Parameter(fused.detach()[1536:].clone())
+    opt_fused, opt_separate = tg.Muon([fused], lr=0.01), tg.Muon([gate, val], lr=0.01)
+    for _ in range(3):
+        grad = torch.randn(3072, 768)
+        fused.grad, gate.grad, val.grad = grad.clone(), grad[:1536].clone(), grad[1536:].clone()
+        opt_fused.step()
+        opt_separate.step()
+    assert torch.equal(fused.detach(), torch.cat([gate.detach(), val.detach()]))
+    # and it is not the update of one 3072x768 matrix
+    whole = torch.nn.Parameter(mlp.c_fc.weight.detach().clone())
+    whole.grad = torch.randn(3072, 768)
+    other = torch.nn.Parameter(whole.detach().clone())
+    other.muon_blocks, other.grad = 2, whole.grad.clone()
+    tg.Muon([whole], lr=0.01).step()
+    tg.Muon([other], lr=0.01).step()
+    assert not torch.allclose(whole, other)
+
+
+MUON_SPLIT_SCRIPT = """
+import json, sys, copy, torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+import train_gpt as tg
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = tg.GPT(vocab_size=64, n_layer=2, n_head=2, n_embd=32, mlp="swiglu_thin")
+reference = copy.deepcopy(model)
+for p, q in zip(model.blocks.parameters(), reference.blocks.parameters()):
+    q.muon_blocks = getattr(p, "muon_blocks", 1)
+split = tg.Muon(list(model.blocks.parameters()), lr=0.01)                     # rank r: i % 2 == r
+alone = tg.Muon(list(reference.blocks.parameters()), lr=0.01, rank=0, world_size=1)   # all of them
+for step in range(3):
+    g = torch.Generator().manual_seed(step)                                   # same grads on both ranks
+    for p, q in zip(model.blocks.parameters(), reference.blocks.parameters()):
+        p.grad = torch.randn(p.shape, generator=g)
+        q.grad = p.grad.clone()
+    split.step()
+    alone.step()
+same = all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))
+owned = sum(1 for i in range(len(tg.Muon.matrices(split.param_groups[0]["params"]))) if i % 2 == dist.get_rank())
+moved = any(not torch.equal(p, q) for p, q in zip(model.parameters(), tg.GPT(64, 2, 2, 32, "swiglu_thin").parameters()))
+json.dump(dict(same=same, owned=owned, world=split.world_size, moved=moved),
+          open(sys.argv[2] + f"/rank{dist.get_rank()}.json", "w"))
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_split_muon_across_two_ranks_equals_one_rank_doing_all(tmp_path):
+    script = tmp_path / "muon_split.py"
+    script.write_text(MUON_SPLIT_SCRIPT)
+    result = torchrun([str(script), str(REPO), str(tmp_path)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        r = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # 2 blocks x 7 matrices (q, k, v, o, gate, value, proj): 7 each
+        assert r == dict(same=True, owned=7, world=2, moved=True)
+
+
+# ---- the schedule ----------------------------------------------------------------------------
+
+def test_lr_schedule_is_the_record():
+    f = lambda s: tg.lr_factor(s, 5100, 0, 1450)  # noqa: E731
+    assert [f(0), f(1000), f(3649), f(3650)] == [1.0, 1.0, 1.0, 1.0]
+    assert f(3651) == pytest.approx(1449 / 1450) and f(4375) == pytest.approx(0.5)
+    assert f(5099) == pytest.approx(1 / 1450) and f(5100) == 0.0
+    factors = [f(s) for s in range(3650, 5100)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))                  # linear, falling
+    w = lambda s: tg.lr_factor(s, 100, 10, 20)  # noqa: E731
+    assert [w(0), w(4), w(9), w(10), w(79), w(80), w(90)] == [0.1, 0.5, 1.0, 1.0, 1.0, 1.0, 0.5]
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def test_shards_needed_for_the_seed_and_record_runs():
+    assert tg.shards_needed(1500, 512, 1024) == 8 == math.ceil(1500 * 512 * 1024 / 1e8)
+    assert tg.shards_needed(5100, 512, 1024) == 27 == math.ceil(5100 * 512 * 1024 / 1e8)
+    # the count is enough: that many full shards serve the run without wrapping
+    assert 8 * tg.windows_per_shard(100_000_000, 512 * 1024) >= 1500
+    assert 27 * tg.windows_per_shard(100_000_000, 512 * 1024) >= 5100
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("magic", "bad magic number 1234"), ("version", "unsupported shard version 7"),
+    ("longer", "size mismatch"), ("shorter", "truncated"), ("header", "truncated")])
+def test_bad_shards_fail_with_the_file_named(tmp_path, kind, words):
+    path = tmp_path / f"fineweb_train_{kind}.bin"
+    tokens = np.arange(1000) % 500
+    if kind == "magic":
+        write_shard(path, tokens, magic=1234)
+    elif kind == "version":
+        write_shard(path, tokens, version=7)
+    elif kind == "longer":
+        write_shard(path, tokens, count=999)
+    elif kind == "shorter":
+        write_shard(path, tokens, count=1001)
+    else:
+        path.write_bytes(b"\0" * 100)
+    with pytest.raises(tg.ShardError, match=re.escape(str(path)) + ".*" + words):
+        tg.DistributedTokenLoader([path], 2, 8)
+
+
+def test_bad_shard_on_the_command_line_is_one_line(tmp_path, capsys):
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.arange(5000) % 500)
+    write_shard(tmp_path / "fineweb_train_000001.bin", np.arange(5000) % 500, count=4000)
+    code = tg.main(TINY + shard_flags(tmp_path) + ["--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "fineweb_train_000001.bin" in err and "size mismatch" in err
+
+
+def test_loader_windows_per_rank_and_shard_changes(tmp_path):
+    B, T = 2, 4
+    a = write_shard(tmp_path / "a.bin", np.arange(0, 41))                    # 41 tokens: 2 windows of 16 (+1)
+    b = write_shard(tmp_path / "b.bin", np.arange(100, 118))                  # 18 tokens: 1 window
+    r0, r1 = (tg.DistributedTokenLoader([a, b], B, T, rank, 2) for rank in (0, 1))
+    solo = tg.DistributedTokenLoader([a, b], B, T, 0, 1, micro_steps=2)       # 1 rank, 2 micro-steps
+    expected_starts = [0, 16, 100, 0, 16, 100]                                # shard a, a, b, then wraps
+    for start in expected_starts:
+        (x0, y0), (x1, y1) = r0.next_batch(), r1.next_batch()
+        assert x0.flatten().tolist() == list(range(start, start + 8)) and x0.shape == (B, T)
+        assert y0.flatten().tolist() == list(range(start + 1, start + 9))
+        assert x1.flatten().tolist() == list(range(start + 8, start + 16))   # rank 1: offset B*T
+        assert y1.flatten().tolist() == list(range(start + 9, start + 17))
+        assert torch.equal(solo.next_batch()[0], x0) and torch.equal(solo.next_batch()[0], x1)
+    assert r0.wraps == r1.wraps == 2 and r0.steps_per_pass() == 3 and x0.dtype == torch.int64
+    r0.reset()
+    assert r0.next_batch()[0].flatten().tolist() == list(range(8)) and r0.wraps == 0
+
+
+def test_missing_data_names_the_download_command_and_shard_count(tmp_path, capsys):
+    code = tg.main(["--num-iterations", "1500", "--train-files", str(tmp_path / "none_*.bin"),
+                    "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "`python data/cached_fineweb10B.py 8`" in err and "need 8 shards" in err
+    assert not list(tmp_path.glob("gpt-*.txt"))                              # nothing started
+
+
+def test_wrapping_run_warns_in_stdout_and_log(tmp_path, capsys):
+    for name in ("fineweb_val_000000.bin", "fineweb_train_000001.bin"):
+        write_shard(tmp_path / name, np.arange(3000) % 500)                   # 2 steps of 16 x 64 + 1
+    code = tg.main(TINY + shard_flags(tmp_path) + ["--batch-size", "16", "--device-batch-size", "16",
+                   "--num-iterations", "3", "--val-every", "0", "--val-tokens", "1024",
+                   "--log-dir", str(tmp_path / "logs")])
+    assert code == 0
+    assert "warning: the 1 training shard(s) hold 2 steps but the run has 3" in capsys.readouterr().out
+    records = parse_log(only_log(tmp_path / "logs"))
+    warning = [f for name, f in records if name == "warning"]
+    assert warning and warning[0]["data_wraps"] == "1" and warning[0]["steps_before_wrap"] == "2"
+    assert [f for name, f in records if name == "done"][0]["wraps"] == "1"
+
+
+def test_val_tokens_beyond_the_val_shard_are_refused(tmp_path, capsys):
+    for name in ("fineweb_val_000000.bin", "fineweb_train_000001.bin"):
+        write_shard(tmp_path / name, np.arange(3000) % 500)
+    code = tg.main(TINY + shard_flags(tmp_path) + ["--batch-size", "16", "--device-batch-size", "16",
+                   "--val-tokens", "4096", "--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--val-tokens 4096 is more than the first validation shard" in err
+    assert "fineweb_val_000000.bin" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--batch-size", "24", "--device-batch-size", "16"], "--batch-size 24 is not a multiple"),
+    (["--n-embd", "64", "--n-head", "3"], "heads of even size"),
+    (["--val-tokens", "1000"], "--val-tokens 1000 is not a multiple"),
+    (["--lr", "inf"], "--lr inf must be a finite number")])
+def test_bad_settings_are_refused_with_one_line(tmp_path, capsys, flags, words):
+    code = tg.main(TINY + shard_flags(tmp_path) + ["--batch-size", "16", "--device-batch-size", "16"] + flags
+                   + ["--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and words in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    code = tg.main(["--device", "cuda", "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--device cuda" in err and "--device cpu" in err
+
+
+# ---- training runs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mlp", ["relu2", "swiglu_thin"])
+def test_loss_falls_on_tiny_shards_and_every_log_line_parses(tiny_shards, tmp_path, capsys, mlp):
+    log_dir = tmp_path / "logs"
+    code = tg.main(TINY + shard_flags(tiny_shards) + [
+        "--mlp", mlp, "--batch-size", "16", "--device-batch-size", "8", "--num-iterations", "30",
+        "--val-every", "10", "--val-tokens", "4096", "--log-dir", str(log_dir)])
+    assert code == 0
+    records = parse_log(only_log(log_dir))
+    names = [name for name, _ in records]
+    assert names[:2] == ["run", "config"] and names[-2:] == ["peak_memory", "done"]
+    config = dict(records[1][1])
+    assert (config["mlp"], config["grad_accum"], config["warmdown_iters"]) == (mlp, "2", "30")   # clamped
+    assert config["mlp_hidden"] == ("256" if mlp == "relu2" else "128") and config["precision"] == "fp32"
+    val = losses(records, "val_loss")
+    train = losses(records, "train_loss")
+    assert [s for s, _ in val] == [0, 10, 20, 30] and [s for s, _ in train] == list(range(1, 31))
+    assert abs(val[0][1] - math.log(512)) < 0.3                              # starts at a uniform guess
+    assert val[-1][1] < val[0][1] - 2.0 and val[-1][1] < val[1][1]          # and clearly learns (~3.3)
+    steps = {(f["step"], f["kind"]): f for name, f in records if name == "step"}
+    assert steps[(30, "train_loss")]["tokens"] == 30 * 16 * 64
+    assert steps[(5, "train_loss")]["train_time"] == 0 and math.isnan(steps[(10, "train_loss")]["step_avg"])
+    assert steps[(30, "train_loss")]["step_avg"] == pytest.approx(steps[(30, "train_loss")]["train_time"] / 20,
+                                                                   abs=0.1)
+    done = records[-1][1]
+    assert done["status"] == "ok" and done["steps"] == "30" and float(done["final_val_loss"]) == \
+        pytest.approx(val[-1][1], abs=1e-4)
+    assert records[-2][1]["allocated"] == "nanMiB" and int(records[-2][1]["max_rss"][:-3]) > 0
+    out = capsys.readouterr().out                                            # stdout has the records too
+    assert f"step:30/30 val_loss:{val[-1][1]:.4f}" in out
+
+
+def test_two_processes_train_exactly_like_one_with_twice_the_accumulation(tiny_shards, tmp_path):
+    args = TINY + shard_flags(tiny_shards) + [
+        "--mlp", "swiglu_thin", "--batch-size", "16", "--device-batch-size", "8", "--num-iterations", "8",
+        "--val-every", "4", "--val-tokens", "2048", "--precision", "fp32"]
+    distributed = torchrun([str(REPO / "train_gpt.py")] + args + ["--log-dir", str(tmp_path / "two")], cwd=REPO)
+    assert distributed.returncode == 0, distributed.stderr[-3000:]
+    assert tg.main(args + ["--log-dir", str(tmp_path / "one")]) == 0
+    two, one = parse_log(only_log(tmp_path / "two")), parse_log(only_log(tmp_path / "one"))
+    assert (dict(two)["config"]["grad_accum"], dict(one)["config"]["grad_accum"]) == ("1", "2")
+    assert dict(two)["run"]["world_size"] == "2"
+    for kind in ("train_loss", "val_loss"):
+        a, b = losses(two, kind), losses(one, kind)
+        assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 3
+        np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=0, atol=2e-4)
+    assert losses(one, "val_loss")[-1][1] < losses(one, "val_loss")[0][1] - 0.5     # it trained
+    assert dict(one)["done"]["train_time"] == "0ms"                         # 8 steps: all untimed warm-up
+
+
+# ---- failures --------------------------------------------------------------------------------
+
+def test_diverging_run_stops_with_the_step_and_keeps_its_log(tiny_shards, tmp_path, capsys):
+    code = tg.main(TINY + shard_flags(tiny_shards) + [
+        "--lr", "1e20", "--batch-size", "16", "--device-batch-size", "16", "--num-iterations", "20",
+        "--val-every", "0", "--val-tokens", "1024", "--log-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    records = parse_log(only_log(tmp_path))
+    train = losses(records, "train_loss")
+    bad_step = train[-1][0]
+    assert code == 1 and not math.isfinite(train[-1][1]) and all(math.isfinite(v) for _, v in train[:-1])
+    assert bad_step < 20 and f"at step {bad_step}" in err and "diverged" in err
+    assert [name for name, _ in records[-2:]] == ["peak_memory", "done"]
+    assert records[-1][1]["status"] == "diverged" and records[-1][1]["steps"] == str(bad_step)
+
+
+def test_a_bad_later_shard_stops_the_run_with_its_name_and_the_log_is_closed(tmp_path, capsys):
+    write_shard(tmp_path / "fineweb_val_000000.bin", np.arange(3000) % 500)
+    write_shard(tmp_path / "fineweb_train_000001.bin", np.arange(3000) % 500)
+    write_shard(tmp_path / "fineweb_train_000002.bin", np.arange(3000) % 600)   # ids up to 599 >= vocab 512
+    code = tg.main(TINY + shard_flags(tmp_path) + ["--batch-size", "16", "--device-batch-size", "16",
+                   "--num-iterations", "5", "--val-every", "0", "--val-tokens", "1024",
+                   "--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "fineweb_train_000002.bin: holds token id 599, not below --vocab-size 512" in err
+    records = parse_log(only_log(tmp_path / "logs"))
+    assert [s for s, _ in losses(records, "train_loss")] == [1]               # the step before it is kept
+    assert records[-1][0] == "done" and records[-1][1]["status"] == "error"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS as Linux has it")
+def test_out_of_memory_gives_the_device_batch_advice(tiny_shards, tmp_path):
+    """A real allocation failure: the process may map 8 GiB, a micro-batch's fp32 logits need 13 GiB."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+    flags = ["--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--vocab-size", "50304", "--seq-len", "512",
+             "--batch-size", "128", "--device-batch-size", "128", "--num-iterations", "3", "--val-every", "0",
+             "--val-tokens", "65536", "--no-compile", "--device", "cpu", "--log-dir", str(tmp_path)]
+    result = subprocess.run([sys.executable, str(REPO / "train_gpt.py")] + flags + shard_flags(tiny_shards),
+                            preexec_fn=limit, capture_output=True, text=True, timeout=120)
+    if not list(tmp_path.glob("gpt-*.txt")) and "import torch" in result.stderr:
+        pytest.skip(f"this torch build cannot even start within 8 GiB of address space: {result.stderr[-300:]}")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "out of memory at step 0" in result.stderr and "--device-batch-size 64" in result.stderr
+    assert "global batch of 128 is kept" in result.stderr
+    records = parse_log(only_log(tmp_path))
+    assert records[-1][1]["status"] == "oom" and records[-2][0] == "peak_memory"
+
+
+def test_benchmark_runs_the_real_model_on_cpu(capsys):
+    """bench/bench_gpt.py stays runnable (its timings are not asserted: benchmarks are not tests)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_gpt", REPO / "bench" / "bench_gpt.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--n-layer", "1", "--n-embd", "64",
+                          "--n-head", "1", "--seq-len", "64", "--vocab-size", "512"])
+    assert [r["mlp"] for r in results] == ["relu2", "swiglu_thin"]
+    assert all(r["step_ms"] > 0 and r["tokens_per_s"] > 0 for r in results)
+    with torch.device("meta"):
+        full = [bench.flops_per_token(tg.GPT(mlp=m), 12, 1024, 768) for m in ("relu2", "swiglu_thin")]
+    assert full == [6 * 123_568_128 + 6 * 12 * 1024 * 768, 6 * 109_412_352 + 6 * 12 * 1024 * 768]
+    assert 0.89 < full[1] / full[0] < 0.90                                   # "about 10% fewer"
+    assert "swiglu_thin/relu2: step time" in capsys.readouterr().out
