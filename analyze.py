@@ -1,6 +1,6 @@
 """analyze.py: from the logs of train_mnist_ffn.py and train_gpt.py to plots, tables and answers.
 
-    python analyze.py                         # every log under logs/ -> plots/
+    python analyze.py                         # every log under logs/ but logs/reference/ -> plots/
     python analyze.py logs/reference/mnist-cpu.txt --out plots/ --k 2,4,8 --bootstrap 50
 
 MNIST logs are a POOL of trials (every model x hidden size x batch size x lr x seed). A random
@@ -163,13 +163,15 @@ def parse_log(path):
     return log
 
 
-def find_logs(inputs):
-    """Files as given; directories searched recursively for *.txt (sorted, so runs repeat)."""
+def find_logs(inputs, skip=()):
+    """Files as given; directories searched recursively for *.txt (sorted, so runs repeat),
+    leaving out the folders in `skip`."""
     files = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files += sorted(q for q in p.rglob("*.txt") if q.is_file())
+            files += sorted(q for q in p.rglob("*.txt")
+                            if q.is_file() and not any(s in q.parents for s in map(Path, skip)))
         elif p.is_file():
             files.append(p)
         else:
@@ -1061,7 +1063,9 @@ def positive_int(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="*", default=["logs"], help="log files or directories (default: logs/)")
+    parser.add_argument("inputs", nargs="*", default=[],
+                        help="log files or directories (default: logs/, without logs/reference/: the "
+                             "committed reference runs would otherwise join the pool of your own runs)")
     parser.add_argument("--out", default="plots", help="where the PNGs, summary.md and summary.json go")
     parser.add_argument("--k", type=positive_ints, default=[2, 4, 8], help="search budgets (default 2,4,8)")
     parser.add_argument("--bootstrap", type=positive_int, default=50, help="simulated searches per point")
@@ -1075,7 +1079,7 @@ def main(argv=None):
     args.k = sorted(set(args.k))
 
     try:
-        files = find_logs(args.inputs)
+        files = find_logs(args.inputs) if args.inputs else find_logs(["logs"], skip=["logs/reference"])
     except FileNotFoundError as e:
         print(f"analyze.py: error: {e}", file=sys.stderr)
         return 2
@@ -1093,7 +1097,7 @@ def main(argv=None):
                 warnings.append(f"{path}: no run: line; read as an MNIST log from its trial: lines")
             logs.append(log)
     if not logs:
-        where = " ".join(args.inputs)
+        where = " ".join(args.inputs) or "logs/ (logs/reference/ is left out unless named)"
         found = f"no log files (*.txt) in {where}" if not files else f"no records in the {len(files)} log file(s) in {where}"
         print(f"analyze.py: error: {found}; run a training script first "
               f"(python train_mnist_ffn.py) or pass log files", file=sys.stderr)

@@ -483,3 +483,18 @@ def test_no_logs_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text(MNIST_RUN + "\n" + RULE + "\n" + RULE + "\n")
     assert analyze.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "empty.txt: no trial: or step: records, skipped" in capsys.readouterr().err
+
+
+def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch):
+    """`python analyze.py` in a checkout reads the user's own runs under logs/, not the committed
+    reference logs (which would join the pool and shadow the user's repeated trials)."""
+    (tmp_path / "logs" / "reference").mkdir(parents=True)
+    synthetic_mnist(tmp_path / "logs" / "reference" / "mnist-cpu.txt", seeds=3)
+    mine = synthetic_mnist(tmp_path / "logs" / "mnist-mine.txt", seeds=2)
+    monkeypatch.chdir(tmp_path)
+    assert analyze.main(["--out", "out", "--k", "2", "--resamples", "100"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["inputs"] == [str(Path("logs") / mine.name)]
+    assert summary["mnist"]["relu"]["2"]["trials"] == 2 * 4 * 2
+    assert analyze.main(["logs/reference", "--out", "out2", "--k", "2", "--resamples", "100"]) == 0
+    assert json.loads((tmp_path / "out2" / "summary.json").read_text())["mnist"]["relu"]["2"]["trials"] == 2 * 4 * 3
