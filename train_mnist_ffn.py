@@ -10,23 +10,25 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --data-dir ../shared/data/mnist  # use a folder of the four files
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
-Measured on a 2-core AMD EPYC VM shared with other jobs (torch 2.13.0 CPU, one thread): the
-full default study, 512 trials on real MNIST, in about 60 s (logs/reference/mnist-cpu.txt). At
-lr 1e-3, h 16 the mean validation / test accuracy over the 16 trials of each model is
-ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64
-trials): 8.2 s batched against 49.0 s for a plain per-trial loop, 6.0x. On the CPU a step of one
-seed's 32 trials (about 1 ms) is mostly arithmetic: Adam over their 285k weights (torch's CPU
-sqrt alone takes 0.3 ms) and the matmuls; Python overhead is a small part.
+Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU, one thread): the full default study, 512
+trials on real MNIST, in about 51 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean
+validation / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU
+0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64 trials): 7.5 s batched against
+55.1 s for a plain per-trial loop, 7.4x. A step of one seed's 32 trials at batch size 8 takes
+about 0.9 ms: Adam over their 285k weights (about 0.3 ms with torch.optim.Adam's fused kernel),
+two matmuls (about 0.15 ms) and some 40 small ops of the models, the loss and autograd (the
+rest, mostly a fixed cost per op). Two threads were no faster.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
-trains as one computation. Inside a group, each model's trials sit side by side: the hidden
-units of all of a seed's trials are the columns of one matrix W_in [784, C] (one such matrix per
-seed, stacked: [seeds, 784, C]) so one batched matmul computes every trial's hidden layer, and
-the read-out sums each trial's own columns into its own 10 logits (an index_add, never a
-multiplication by zero blocks, so a trial that diverges to NaN/inf cannot leak into another).
-The loss is the sum of the trials' mean cross-entropies, so each trial's gradient is exactly
-its own; Adam is written out below with torch.optim.Adam's arithmetic and one learning rate
-per trial. Each trial therefore computes what it would compute alone, up to float rounding.
+trains as one computation. Inside a group the trials sit side by side: the input matrices of
+every trial of every model (W_in, and W_gate for GeGLU) are the columns of one matrix W_x
+[784, Cx] per seed (stacked: [seeds, 784, Cx]), so one batched matmul computes every input
+projection; each model's hidden function gets its own columns; and the read-out sums each
+trial's own hidden units into its own 10 logits (an index_add, never a multiplication by zero
+blocks, so a trial that diverges to NaN/inf cannot leak into another). The loss is the sum of
+the trials' mean cross-entropies, so each trial's gradient is exactly its own; Adam is
+torch.optim.Adam itself, run at lr 1 and scaled by each trial's learning rate (PerColumnLrAdam
+below). Each trial therefore computes what it would compute alone, up to float rounding.
 
 Rules that make every trial reproducible and the comparison paired:
 - split: the 60,000 training images are split 48,000 train / 12,000 validation by
@@ -115,16 +117,17 @@ N_TRAIN, N_VAL = 48_000, 12_000
 
 # ------------------------------------------------------------------------------------------
 # The models. A trial is one FFN 784 -> h -> 10 without biases: logits = hidden(x) @ W_out.
-# Change the MLP here. The functions are written for a stack of trials (x: [seeds, batch, 784],
-# w["w_in"]: [seeds, 784, C] with the hidden units of many trials side by side) but read
-# exactly like the single model, which they also are for x: [batch, 784], w_in: [784, h].
+# Change the MLP here. A hidden layer is written as a function of its input projections,
+# xw[name] = x @ W_name for each 784 x h input matrix it names in MODELS: the trainer computes
+# the projections of every model and trial of a group in one matmul, and hands each model its
+# own columns. (For one trial alone: hidden = ffn_geglu({"w_in": x @ w_in, "w_gate": x @ w_gate}).)
 
-def ffn_relu(x, w):
-    return torch.relu(x @ w["w_in"])
+def ffn_relu(xw):
+    return torch.relu(xw["w_in"])
 
 
-def ffn_geglu(x, w):
-    return (x @ w["w_in"]) * F.gelu(x @ w["w_gate"])  # exact (erf) GELU, as nn.GELU()
+def ffn_geglu(xw):
+    return xw["w_in"] * F.gelu(xw["w_gate"])  # exact (erf) GELU, as nn.GELU()
 
 
 # name -> (hidden-layer function, the 784 x h input matrices it uses). W_out (h x 10) is common.
@@ -301,62 +304,86 @@ class Trial:
     epochs: int
 
 
-class Stack:
-    """All trials of one model in one group: a rectangle of seeds x configs (hidden, lr).
-    Weights: each input matrix [U seeds, 784, C], W_out [U, C, 10], where the C columns are the
-    configs' hidden units one after the other; column_trial[c] is the config owning column c."""
+class Layout:
+    """Every trial of a group in two weight tensors, seeds stacked: W_x [U seeds, 784, Cx], the
+    input matrices of all trials side by side (model by model; within a model, matrix by matrix
+    in MODELS order; within a matrix, the trials' h columns one after another), and W_out
+    [U, Ch, 10], the trials' hidden units in the same model and trial order. Trial slot k is
+    slots[k] = (model, hidden, lr); column_trial[c] is the slot owning hidden unit c. Every seed
+    has every slot (a rectangle; for the study's grid, exactly its trials)."""
 
-    def __init__(self, model, seeds, configs, device, dtype=torch.float32):
-        self.model, self.seeds, self.configs = model, seeds, configs
-        self.hidden_fn, in_names = MODELS[model]
-        sizes = [h for h, _ in configs]
-        self.columns = np.cumsum([0] + sizes)  # config k owns columns columns[k]:columns[k+1]
-        self.column_trial = torch.repeat_interleave(torch.arange(len(configs)), torch.tensor(sizes)).to(device)
-        w = {name: torch.zeros(len(seeds), 784, sum(sizes), dtype=dtype) for name in in_names}
-        w["w_out"] = torch.zeros(len(seeds), sum(sizes), 10, dtype=dtype)
+    def __init__(self, slots, seeds, device, dtype=torch.float32):
+        self.slots, self.seeds = slots, seeds
+        self.models = sorted({model for model, _, _ in slots})
+        # model -> (its hidden units in W_out, {input name: its columns of W_x})
+        self.parts, h0, x0 = {}, 0, 0
+        for model in self.models:
+            width, names = sum(h for m, h, _ in slots if m == model), MODELS[model][1]
+            self.parts[model] = (slice(h0, h0 + width),
+                                 {name: slice(x0 + i * width, x0 + (i + 1) * width) for i, name in enumerate(names)})
+            h0, x0 = h0 + width, x0 + len(names) * width
+        sizes = torch.tensor([h for _, h, _ in slots])
+        self.columns = np.cumsum([0] + sizes.tolist())  # slot k owns hidden units columns[k]:columns[k+1]
+        self.column_trial = torch.repeat_interleave(torch.arange(len(slots)), sizes).to(device)
+        w_x = torch.zeros(len(seeds), 784, x0, dtype=dtype)
+        w_out = torch.zeros(len(seeds), h0, 10, dtype=dtype)
         for u, seed in enumerate(seeds):
-            for h in sorted(set(sizes)):
+            for model, h in sorted({(m, h) for m, h, _ in slots}):
                 init = init_weights(model, h, seed)
-                for k in (k for k, (hk, _) in enumerate(configs) if hk == h):
-                    cols = slice(self.columns[k], self.columns[k + 1])
-                    for name in in_names:
-                        w[name][u, :, cols] = init[name]
-                    w["w_out"][u, cols, :] = init["w_out"]
-        self.w = {name: t.to(device).requires_grad_() for name, t in w.items()}
-        column_lr = torch.repeat_interleave(torch.tensor([lr for _, lr in configs], dtype=torch.float64),
-                                            torch.tensor(sizes)).to(device)
-        # each weight's learning rates, shaped to broadcast over it (float64, as torch's Python floats)
-        self.lrs = [column_lr.view(1, 1, -1) if name != "w_out" else column_lr.view(1, -1, 1)
-                    for name in self.w]
-        self.exp_avg = [torch.zeros_like(p) for p in self.w.values()]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in self.w.values()]
-        self.loss_sum = torch.zeros(len(seeds), len(configs), device=device, dtype=dtype)
+                for k in (k for k, (m, hk, _) in enumerate(slots) if (m, hk) == (model, h)):
+                    for name, cols in self.trial_columns(k).items():
+                        (w_out[u, cols, :] if name == "w_out" else w_x[u, :, cols]).copy_(init[name])
+        self.w_x, self.w_out = w_x.to(device).requires_grad_(), w_out.to(device).requires_grad_()
+        # the learning rate of each column of W_x and row of W_out, shaped to broadcast over it
+        lr_out = torch.repeat_interleave(torch.tensor([lr for _, _, lr in slots], dtype=dtype), sizes)
+        lr_x = torch.cat([lr_out[self.parts[model][0]] for model in self.models for _ in MODELS[model][1]])
+        self.lrs = [lr_x.view(1, 1, -1).to(device), lr_out.view(1, -1, 1).to(device)]
+
+    def trial_columns(self, k):
+        """Slot k's columns: {input name: columns of W_x, "w_out": rows of W_out}."""
+        hidden, inputs = self.parts[self.slots[k][0]]
+        own = slice(self.columns[k] - hidden.start, self.columns[k + 1] - hidden.start)  # within the model
+        cols = {name: slice(x.start + own.start, x.start + own.stop) for name, x in inputs.items()}
+        return dict(cols, w_out=slice(self.columns[k], self.columns[k + 1]))
 
     def logits(self, x):
-        return readout(self.hidden_fn(x, self.w), self.w["w_out"], self.column_trial, len(self.configs))
+        """x [U, B, 784] (or [B, 784]) -> every trial's logits [U, B, K, 10]."""
+        return self.logits_of_projections(x @ self.w_x)  # every trial's projections: one matmul
+
+    def logits_of_projections(self, xw):
+        hidden = [MODELS[model][0]({name: xw[..., cols] for name, cols in self.parts[model][1].items()})
+                  for model in self.models]
+        hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden, -1)  # [U, B, Ch]
+        return readout(hidden, self.w_out, self.column_trial, len(self.slots))
 
     def trial_weights(self, u, k):
-        cols = slice(self.columns[k], self.columns[k + 1])
-        return {name: (t[u, :, cols] if name != "w_out" else t[u, cols, :]).detach().cpu().clone()
-                for name, t in self.w.items()}
+        return {name: (self.w_out[u, cols, :] if name == "w_out" else self.w_x[u, :, cols]).detach().cpu().clone()
+                for name, cols in self.trial_columns(k).items()}
 
 
-@torch.no_grad()
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, lrs, step):
-    """torch.optim.Adam's update (its default single-tensor arithmetic, op for op), with
-    learning rates that vary across the weights: lrs[i] is float64 and broadcasts over params[i]."""
-    beta1, beta2 = ADAM_BETAS
-    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
-    denoms = torch._foreach_sqrt(exp_avg_sqs)
-    torch._foreach_div_(denoms, bias_correction2_sqrt)
-    torch._foreach_add_(denoms, ADAM_EPS)
-    for p, exp_avg, denom, lr in zip(params, exp_avgs, denoms, lrs):
-        # torch: p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1) = p + (value * exp_avg) / denom
-        p.addcdiv_(exp_avg * (lr / -bias_correction1).to(p.dtype), denom)
+class PerColumnLrAdam:
+    """torch.optim.Adam with a learning rate per weight column (one per trial). Adam's moments
+    m and v do not depend on the learning rate, so the update of a weight at lr is lr times its
+    update at lr 1. torch.optim.Adam itself (lr 1, its fused kernel) computes that unit update
+    into scratch tensors that start each step at zero: unit = -m_hat / (sqrt(v_hat) + eps);
+    then p += lr * unit. Same arithmetic as Adam at lr, up to float rounding; every op is
+    elementwise, so a trial's NaN stays in its own weights. The fused kernel (CPU and CUDA) does
+    the whole update in one pass: on the CPU 1.6x faster than torch's foreach ops, whose sqrt
+    alone took longer than the fused update."""
+
+    def __init__(self, params, lrs):
+        self.params, self.lrs = params, lrs  # lrs[i] broadcasts over params[i]
+        self.units = [torch.zeros_like(p) for p in params]
+        self.unit_adam = torch.optim.Adam(self.units, lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+
+    @torch.no_grad()
+    def step(self, grads):
+        for unit, grad in zip(self.units, grads):
+            unit.grad = grad
+        self.unit_adam.step()
+        for p, unit, lr in zip(self.params, self.units, self.lrs):
+            p.addcmul_(unit, lr)
+            unit.zero_()
 
 
 def train_group(trials, data, progress=None, return_weights=False):
@@ -367,68 +394,59 @@ def train_group(trials, data, progress=None, return_weights=False):
     assert all(t.batch_size == batch_size and t.epochs == epochs for t in trials)
     device = data["train_x"].device
     start = time.perf_counter()
-    stacks = []
-    for model in sorted({t.model for t in trials}):
-        mine = [t for t in trials if t.model == model]
-        # the rectangle seeds x (hidden, lr) covering these trials (for the study's grid: all of them)
-        stacks.append(Stack(model, sorted({t.seed for t in mine}),
-                            sorted({(t.hidden, t.lr) for t in mine}), device, data["train_x"].dtype))
     seeds = sorted({t.seed for t in trials})
-    for st in stacks:  # which rows of the group's batch (one row per seed) a stack uses
-        st.rows = None if st.seeds == seeds else torch.tensor([seeds.index(s) for s in st.seeds], device=device)
+    layout = Layout(sorted({(t.model, t.hidden, t.lr) for t in trials}), seeds, device, data["train_x"].dtype)
     n = len(data["train_y"])
     orders = torch.stack([data_orders(s, n, epochs) for s in seeds]).to(device)  # [U, epochs, n]
     steps_per_epoch = math.ceil(n / batch_size)
     loss_from = steps_per_epoch - max(1, steps_per_epoch // 10)  # train_loss: last 10% of batches
-    params = [p for st in stacks for p in st.w.values()]
-    exp_avgs = [m for st in stacks for m in st.exp_avg]
-    exp_avg_sqs = [v for st in stacks for v in st.exp_avg_sq]
-    lrs = [lr for st in stacks for lr in st.lrs]
+    loss_sum = torch.zeros(len(seeds), len(layout.slots), device=device, dtype=data["train_x"].dtype)
+    adam = PerColumnLrAdam([layout.w_x, layout.w_out], layout.lrs)
+    grad_x = torch.empty_like(layout.w_x)
     step = 0
     for epoch in range(epochs):
         for i in range(steps_per_epoch):
             index = orders[:, epoch, i * batch_size:(i + 1) * batch_size]  # [U, B]
             x, y = data["train_x"][index], data["train_y"][index]  # [U, B, 784], [U, B]
-            total = 0
-            for st in stacks:
-                xs, ys = (x, y) if st.rows is None else (x[st.rows], y[st.rows])
-                logits = st.logits(xs)  # [U, B, K, 10]
-                U, B, K, _ = logits.shape
-                losses = F.cross_entropy(logits.reshape(-1, 10), ys.unsqueeze(-1).expand(U, B, K).reshape(-1),
-                                         reduction="none").view(U, B, K).mean(1)  # [U, K]: each trial's mean
-                total = total + losses.sum()  # d total / d (trial's loss) = 1: gradients stay per trial
-                if epoch == epochs - 1 and i >= loss_from:
-                    st.loss_sum += losses.detach()
-            grads = torch.autograd.grad(total, params)
+            xw = (x @ layout.w_x.detach()).requires_grad_()  # [U, B, Cx]: every input projection
+            logits = layout.logits_of_projections(xw)  # [U, B, K, 10]
+            U, B, K, _ = logits.shape
+            losses = F.cross_entropy(logits.reshape(-1, 10), y.unsqueeze(-1).expand(U, B, K).reshape(-1),
+                                     reduction="none").view(U, B, K).mean(1)  # [U, K]: each trial's mean
+            if epoch == epochs - 1 and i >= loss_from:
+                loss_sum += losses.detach()
+            # d (sum of the trials' losses) / d (a trial's loss) = 1: gradients stay per trial
+            grad_xw, grad_out = torch.autograd.grad(losses.sum(), [xw, layout.w_out])
+            # W_x's gradient x^T @ grad_xw, written into one buffer kept across steps (left to
+            # autograd, a fresh [U, 784, Cx] tensor each step, it measured up to 3x slower)
+            torch.bmm(x.transpose(1, 2), grad_xw, out=grad_x)
             step += 1
-            adam_step(params, grads, exp_avgs, exp_avg_sqs, lrs, step)
+            adam.step([grad_x, grad_out])
             if progress is not None and step % 50 == 0:
                 progress(step / (epochs * steps_per_epoch))
     # evaluation: accuracies of every trial on the validation and test images
     with torch.no_grad():
         accuracy = {}
-        for st in stacks:
-            for split in ("val", "test"):
-                xs, ys = data[split + "_x"], data[split + "_y"]
-                chunk = max(1, 4_000_000 // (len(st.seeds) * st.w["w_out"].shape[1] * 10))
-                correct = torch.zeros(len(st.seeds), len(st.configs), dtype=torch.long, device=device)
-                for j in range(0, len(ys), chunk):
-                    predictions = st.logits(xs[j:j + chunk]).argmax(-1)  # [U, chunk, K]
-                    correct += (predictions == ys[j:j + chunk, None]).sum(1)
-                accuracy[st.model, split] = [[c / len(ys) for c in row] for row in correct.tolist()]
-        train_losses = {st.model: (st.loss_sum / (steps_per_epoch - loss_from)).tolist() for st in stacks}
+        for split in ("val", "test"):
+            xs, ys = data[split + "_x"], data[split + "_y"]
+            chunk = max(1, 4_000_000 // (len(seeds) * layout.w_out.shape[1] * 10))
+            correct = torch.zeros(len(seeds), len(layout.slots), dtype=torch.long, device=device)
+            for j in range(0, len(ys), chunk):
+                predictions = layout.logits(xs[j:j + chunk]).argmax(-1)  # [U, chunk, K]
+                correct += (predictions == ys[j:j + chunk, None]).sum(1)
+            accuracy[split] = [[c / len(ys) for c in row] for row in correct.tolist()]
+        train_losses = (loss_sum / (steps_per_epoch - loss_from)).tolist()
     elapsed = time.perf_counter() - start
-    trained_params = sum(len(st.seeds) * n_params(st.model, h) for st in stacks for h, _ in st.configs)
+    trained_params = len(seeds) * sum(n_params(model, h) for model, h, _ in layout.slots)
     results = {}
     for t in trials:
-        st = next(s for s in stacks if s.model == t.model)
-        u, k = st.seeds.index(t.seed), st.configs.index((t.hidden, t.lr))
+        u, k = seeds.index(t.seed), layout.slots.index((t.model, t.hidden, t.lr))
         params_t = n_params(t.model, t.hidden)
-        results[t] = {"params": params_t, "train_loss": train_losses[t.model][u][k],
-                      "val_acc": accuracy[t.model, "val"][u][k], "test_acc": accuracy[t.model, "test"][u][k],
+        results[t] = {"params": params_t, "train_loss": train_losses[u][k],
+                      "val_acc": accuracy["val"][u][k], "test_acc": accuracy["test"][u][k],
                       "time": elapsed * params_t / trained_params}
         if return_weights:
-            results[t]["weights"] = st.trial_weights(u, k)
+            results[t]["weights"] = layout.trial_weights(u, k)
     return results
 
 

@@ -27,19 +27,20 @@ import train_mnist_ffn as M  # noqa: E402
 def plain_trial(t, data):
     """One trial the ordinary way: its own tensors, torch.optim.Adam, a loop over batches."""
     w = {name: v.to(data["train_x"].device).requires_grad_() for name, v in M.init_weights(t.model, t.hidden, t.seed).items()}
-    hidden_fn = M.MODELS[t.model][0]
+    hidden_fn, inputs = M.MODELS[t.model]
+    forward = lambda x: hidden_fn({name: x @ w[name] for name in inputs}) @ w["w_out"]
     opt = torch.optim.Adam(w.values(), lr=t.lr)
     n = len(data["train_y"])
     orders = M.data_orders(t.seed, n, t.epochs).to(data["train_x"].device)
     for epoch in range(t.epochs):
         for i in range(0, n, t.batch_size):
             index = orders[epoch, i:i + t.batch_size]
-            loss = F.cross_entropy(hidden_fn(data["train_x"][index], w) @ w["w_out"], data["train_y"][index])
+            loss = F.cross_entropy(forward(data["train_x"][index]), data["train_y"][index])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     with torch.no_grad():
-        return [((hidden_fn(data[s + "_x"], w) @ w["w_out"]).argmax(-1) == data[s + "_y"]).float().mean().item()
+        return [(forward(data[s + "_x"]).argmax(-1) == data[s + "_y"]).float().mean().item()
                 for s in ("val", "test")]
 
 

@@ -280,8 +280,9 @@ def check_equivalence(data, batch_size, configs, weight_tol, loss_tol):
 @pytest.mark.parametrize("batch_size", [8, 64])
 def test_batched_training_equals_each_trial_trained_alone_float64(small_data, batch_size):
     """In float64 the rounding differences between one big batched matmul and many small ones
-    are ~1e-16, so even the chaotic lr 0.1 trials must agree to 1e-9: same init, same data
-    order, same Adam arithmetic, same train_loss definition."""
+    (and between Adam's update at lr and lr times its update at lr 1) are ~1e-16, so even the
+    chaotic lr 0.1 trials must agree to 1e-9: same init, same data order, same Adam (up to
+    rounding), same train_loss definition."""
     data = {k: v.double() if v.is_floating_point() else v for k, v in small_data.items()}
     results = check_equivalence(data, batch_size, CONFIGS, weight_tol=1e-9, loss_tol=1e-9)
     best = results[M.Trial("relu", 16, batch_size, 0.01, 0, 1)]
