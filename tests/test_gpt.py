@@ -438,6 +438,23 @@ def test_two_processes_train_exactly_like_one_with_twice_the_accumulation(tiny_s
     assert dict(one)["done"]["train_time"] == "0ms"                         # 8 steps: all untimed warm-up
 
 
+
+def test_compiled_model_trains_like_the_eager_one(tiny_shards, tmp_path):
+    """torch.compile is the default (as in the record): the compiled model (inductor's CPU
+    backend here) must run and give the eager model's losses up to float rounding. ~30 s."""
+    args = [a for a in TINY if a != "--no-compile"] + shard_flags(tiny_shards) + [
+        "--batch-size", "16", "--device-batch-size", "16", "--num-iterations", "6", "--val-every", "3",
+        "--val-tokens", "2048"]
+    assert tg.main(args + ["--compile", "--log-dir", str(tmp_path / "compiled")]) == 0
+    assert tg.main(args + ["--no-compile", "--log-dir", str(tmp_path / "eager")]) == 0
+    compiled, eager = parse_log(only_log(tmp_path / "compiled")), parse_log(only_log(tmp_path / "eager"))
+    assert (dict(compiled)["config"]["compile"], dict(eager)["config"]["compile"]) == ("1", "0")
+    for kind in ("train_loss", "val_loss"):
+        a, b = losses(compiled, kind), losses(eager, kind)
+        assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 3
+        np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=0, atol=1e-3)
+    assert losses(eager, "val_loss")[-1][1] < losses(eager, "val_loss")[0][1] - 0.5     # it trained
+
 # ---- failures --------------------------------------------------------------------------------
 
 def test_diverging_run_stops_with_the_step_and_keeps_its_log(tiny_shards, tmp_path, capsys):
