@@ -456,13 +456,14 @@ def compare_pools(a, b, ks, resamples, rng):
             lo, hi = np.percentile(boot, [2.5, 97.5])
         results.append(dict(k=int(k), p_geglu_better=point, ci95=[float(lo), float(hi)],
                             seeds=int(len(seeds))))
-    for r, p, n_pairs in zip(results, *permutation_test(a, b, ks, resamples, rng)):
+    for r, p, n_pairs in zip(results, *permutation_test(a, b, ks, points, resamples, rng)):
         r.update(p_value=p, pairs=n_pairs)
     return results
 
 
-def permutation_test(a, b, ks, permutations, rng):
-    """Two-sided p-values of P(A > B) = 1/2 for each k, by swapping model labels at random.
+def permutation_test(a, b, ks, observed, permutations, rng):
+    """Two-sided p-values of P(A > B) = 1/2 for each k (observed: its value per k on the pools
+    as they are), by swapping model labels at random.
 
     Trials of A and B with the same (batch_size, lr, seed) form a pair (same configuration, same
     data order). If the model made no difference, swapping the two trials of any pair would not
@@ -477,8 +478,6 @@ def permutation_test(a, b, ks, permutations, rng):
     if len(ia) < 2:
         return [math.nan] * len(ks), [int(len(ia))] * len(ks)
     swap = rng.random((permutations, len(ia))) < 0.5
-    observed = prob_greater(a["test"], selection_weights(a["val"], ks), b["test"],
-                            selection_weights(b["val"], ks))  # (K,)
     as_extreme = np.zeros(len(ks))
     chunk = max(1, 500_000 // (len(a["val"]) + len(b["val"])))  # bounds the memory of big pools
     for start in range(0, permutations, chunk):

@@ -161,22 +161,29 @@ def pool(val, test, seeds, configs=((64, 0.01),)):
                 batch_size=np.array([k[0] for k in keys]), lr=np.array([k[1] for k in keys]))
 
 
+def permutation_p(a, b, ks, permutations, rng):
+    """permutation_test with the observed P(A > B) computed as compare_pools does."""
+    observed = analyze.prob_greater(a["test"], analyze.selection_weights(a["val"], ks),
+                                    b["test"], analyze.selection_weights(b["val"], ks))
+    return analyze.permutation_test(a, b, ks, observed, permutations, rng)
+
+
 def test_permutation_test_hand_cases():
     rng = np.random.default_rng(0)
     same = pool([0.5, 0.6, 0.7, 0.8], [0.5, 0.6, 0.7, 0.8], range(4))
     # identical pools: every swap leaves P at exactly 1/2, as extreme as observed: p = 1
-    assert analyze.permutation_test(same, same, [1, 2], 999, rng)[0] == [1.0, 1.0]
+    assert permutation_p(same, same, [1, 2], 999, rng)[0] == [1.0, 1.0]
     # A beats B in every pair: observed P = 1 for k=1. Swaps of 10 independent pairs reach
     # |P - 1/2| = 1/2 only when all pairs swap or none does (2 of 2^10 patterns): p ~ 2/1024
     a = pool(np.arange(10) + 100, np.arange(10) + 100, range(10))
     b = pool(np.arange(10), np.arange(10), range(10))
-    p, pairs = analyze.permutation_test(a, b, [1], 20000, rng)
+    p, pairs = permutation_p(a, b, [1], 20000, rng)
     assert pairs == [10] and p[0] == pytest.approx(2 / 1024, abs=0.0008)
     # two-sided: B beating A in every pair is just as extreme
-    assert analyze.permutation_test(b, a, [1], 20000, rng)[0][0] == pytest.approx(2 / 1024, abs=0.0008)
+    assert permutation_p(b, a, [1], 20000, rng)[0][0] == pytest.approx(2 / 1024, abs=0.0008)
     # no pairs (different seeds): no test
     c = pool([0.1, 0.2], [0.1, 0.2], [50, 51])
-    assert math.isnan(analyze.permutation_test(same, c, [1], 99, rng)[0][0])
+    assert math.isnan(permutation_p(same, c, [1], 99, rng)[0][0])
 
 
 def test_holm_hand_computed():
