@@ -10,25 +10,29 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --data-dir ../shared/data/mnist  # use a folder of the four files
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
-Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU, one thread): the full default study, 512
-trials on real MNIST, in about 51 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean
-validation / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU
-0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64 trials): 7.5 s batched against
-55.1 s for a plain per-trial loop, 7.4x. A step of one seed's 32 trials at batch size 8 takes
-about 0.9 ms: Adam over their 285k weights (about 0.3 ms with torch.optim.Adam's fused kernel),
-two matmuls (about 0.15 ms) and some 40 small ops of the models, the loss and autograd (the
-rest, mostly a fixed cost per op). Two threads were no faster.
+Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
+real MNIST, in about 32 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean validation
+/ test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
+bench/bench_mnist.py, one seed of the grid (64 trials): 3.2 s batched against 57.1 s for a
+plain per-trial loop, 18x (5.0 s, 11x, with --workers 1). A step of one seed's 32 batch-8
+trials takes about 0.5 ms: two matmuls 0.13 ms, Adam over their 260k weights 0.15 ms, and
+about 30 small ops (the models, their autograd backward, the read-out, the loss), whose cost is
+mostly a fixed overhead per op.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
-trains as one computation. Inside a group the trials sit side by side: the input matrices of
-every trial of every model (W_in, and W_gate for GeGLU) are the columns of one matrix W_x
-[784, Cx] per seed (stacked: [seeds, 784, Cx]), so one batched matmul computes every input
-projection; each model's hidden function gets its own columns; and the read-out sums each
-trial's own hidden units into its own 10 logits (an index_add, never a multiplication by zero
-blocks, so a trial that diverges to NaN/inf cannot leak into another). The loss is the sum of
-the trials' mean cross-entropies, so each trial's gradient is exactly its own; Adam is
-torch.optim.Adam itself, run at lr 1 and scaled by each trial's learning rate (PerColumnLrAdam
-below). Each trial therefore computes what it would compute alone, up to float rounding.
+trains as one computation; the groups train at the same time, one thread each (--workers).
+Inside a group the trials sit side by side: the input matrices of every trial of every model
+(W_in, and W_gate for GeGLU) are the columns of one matrix W_x [784, Cx] per seed (stacked:
+[seeds, 784, Cx]), so one batched matmul computes every input projection; each model's hidden
+function gets its own columns; and a block-diagonal read-out matrix sums each trial's own
+hidden units into its own 10 logits. The loss is the sum of the trials' mean cross-entropies,
+so each trial's gradient is exactly its own. Autograd runs only through the models' hidden
+functions (the code one edits); the read-out and the loss are differentiated by hand. Adam is
+torch's fused Adam kernel at lr 1, scaled by each trial's learning rate (PerColumnLrAdam). Each
+trial therefore computes what it would compute alone, up to float rounding (a test checks it
+in float64 to 1e-9). A trial that diverges cannot change another: the zeros of the block-
+diagonal matrix would turn its inf into NaN for everyone (0 * inf), so every step checks the
+logits and takes a trial whose own logits are not finite out of the dense sums (train_group).
 
 Rules that make every trial reproducible and the comparison paired:
 - split: the 60,000 training images are split 48,000 train / 12,000 validation by
@@ -46,7 +50,8 @@ Rules that make every trial reproducible and the comparison paired:
   from the same weights.
 - train_loss: mean cross-entropy over the last 10% of the batches of the final epoch.
 - time: each group's wall clock (training + evaluation) is shared among its trials in
-  proportion to their parameter counts (their share of the arithmetic).
+  proportion to their parameter counts (their share of the arithmetic). Groups that train at
+  the same time (--workers) overlap, so the times of a run add up to more than its wall clock.
 - files: MNIST is downloaded into data/mnist/ next to this script; logs go to --log-dir
   (default logs/, relative to the current directory). --resume retrains any group that has a
   trial missing from the log, whole, and writes only the missing lines: they are then bit-for-bit
@@ -63,9 +68,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import zlib
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,6 +105,8 @@ class Hparams:
     threads: int = flag(1, "CPU threads for torch. One is best on a small or shared CPU: the "
                            "grid's per-step ops are small, and on a busy machine intra-op threads "
                            "wait on each other (25x slower measured on 2 shared cores)")
+    workers: int = flag(2, "groups (one per batch size) trained at the same time, each in its own "
+                           "thread with --threads intra-op threads; 2 uses both cores of a 2-core CPU")
     log_dir: str = flag("logs", "folder for the log file")
     data_dir: str = flag("", "folder with the four MNIST files (.gz or raw); default: download "
                              "into data/mnist/ next to this script")
@@ -164,12 +173,13 @@ def data_orders(seed, n_train, epochs):
 
 
 def readout(hidden, w_out, column_trial, n_trials):
-    """Per-trial logits [..., n_trials, 10] from hidden [..., C] and W_out [..., C, 10]: each
-    trial sums only its own columns (index_add), so NaN/inf in one trial stays in that trial
-    (a matmul with a block-diagonal W_out would compute 0 * NaN = NaN for all the others)."""
-    products = hidden.unsqueeze(-1) * w_out.unsqueeze(-3)             # [U, B, C, 10]
-    logits = products.new_zeros(*products.shape[:-2], n_trials, 10)
-    return logits.index_add(-2, column_trial, products)
+    """Per-trial logits [U, B, 10, K] from hidden [U, B, C] and W_out [U, C, 10]: each trial sums
+    only its own units (index_add), so NaN/inf in one trial stays in that trial. The classes sit
+    before the trials (dim 2) because a softmax over a short last dim is ~10x slower on the CPU.
+    train_group computes the same sums as one dense matmul, and uses this for diverged trials."""
+    products = hidden.unsqueeze(2) * w_out.transpose(1, 2).unsqueeze(1)   # [U, B, 10, C]
+    logits = products.new_zeros(*products.shape[:-1], n_trials)
+    return logits.index_add_(-1, column_trial, products)
 
 
 # ------------------------------------------------------------------------------------------
@@ -333,7 +343,7 @@ class Layout:
                 for k in (k for k, (m, hk, _) in enumerate(slots) if (m, hk) == (model, h)):
                     for name, cols in self.trial_columns(k).items():
                         (w_out[u, cols, :] if name == "w_out" else w_x[u, :, cols]).copy_(init[name])
-        self.w_x, self.w_out = w_x.to(device).requires_grad_(), w_out.to(device).requires_grad_()
+        self.w_x, self.w_out = w_x.to(device), w_out.to(device)
         # the learning rate of each column of W_x and row of W_out, shaped to broadcast over it
         lr_out = torch.repeat_interleave(torch.tensor([lr for _, _, lr in slots], dtype=dtype), sizes)
         lr_x = torch.cat([lr_out[self.parts[model][0]] for model in self.models for _ in MODELS[model][1]])
@@ -346,15 +356,14 @@ class Layout:
         cols = {name: slice(x.start + own.start, x.start + own.stop) for name, x in inputs.items()}
         return dict(cols, w_out=slice(self.columns[k], self.columns[k + 1]))
 
-    def logits(self, x):
-        """x [U, B, 784] (or [B, 784]) -> every trial's logits [U, B, K, 10]."""
-        return self.logits_of_projections(x @ self.w_x)  # every trial's projections: one matmul
-
-    def logits_of_projections(self, xw):
-        hidden = [MODELS[model][0]({name: xw[..., cols] for name, cols in self.parts[model][1].items()})
+    def hidden_layers(self, xw, track=False):
+        """Each model's hidden units, model by model ([U, B, its units]), from every projection
+        xw [U, B, Cx], and the inputs handed to the models. track=True makes those inputs
+        autograd leaves, so that the trainer can backpropagate through the models (and only them)."""
+        inputs = [{name: xw[..., cols].requires_grad_(track) for name, cols in self.parts[model][1].items()}
                   for model in self.models]
-        hidden = hidden[0] if len(hidden) == 1 else torch.cat(hidden, -1)  # [U, B, Ch]
-        return readout(hidden, self.w_out, self.column_trial, len(self.slots))
+        hidden = [MODELS[model][0](xw_model) for model, xw_model in zip(self.models, inputs)]
+        return hidden, [leaf for xw_model in inputs for leaf in xw_model.values()]
 
     def trial_weights(self, u, k):
         return {name: (self.w_out[u, cols, :] if name == "w_out" else self.w_x[u, :, cols]).detach().cpu().clone()
@@ -362,25 +371,27 @@ class Layout:
 
 
 class PerColumnLrAdam:
-    """torch.optim.Adam with a learning rate per weight column (one per trial). Adam's moments
-    m and v do not depend on the learning rate, so the update of a weight at lr is lr times its
-    update at lr 1. torch.optim.Adam itself (lr 1, its fused kernel) computes that unit update
-    into scratch tensors that start each step at zero: unit = -m_hat / (sqrt(v_hat) + eps);
-    then p += lr * unit. Same arithmetic as Adam at lr, up to float rounding; every op is
-    elementwise, so a trial's NaN stays in its own weights. The fused kernel (CPU and CUDA) does
-    the whole update in one pass: on the CPU 1.6x faster than torch's foreach ops, whose sqrt
-    alone took longer than the fused update."""
+    """Adam with a learning rate per weight column (one per trial). Adam's moments m and v do
+    not depend on the learning rate, so the update of a weight at lr is lr times its update at
+    lr 1. torch._fused_adam_, the kernel torch.optim.Adam(fused=True) runs, computes that unit
+    update into scratch tensors that start each step at zero: unit = -m_hat / (sqrt(v_hat) + eps);
+    then p += lr * unit. Same arithmetic as Adam at lr, up to float rounding (the tests compare
+    against torch.optim.Adam); every op is elementwise, so a trial's NaN stays in its own
+    weights. The fused kernel (CPU and CUDA) does the update in one pass: on the CPU 1.6x faster
+    than torch's foreach ops. Called directly rather than through torch.optim.Adam, it skips
+    about 50 us of Python per step, a tenth of a batch-8 step."""
 
     def __init__(self, params, lrs):
         self.params, self.lrs = params, lrs  # lrs[i] broadcasts over params[i]
         self.units = [torch.zeros_like(p) for p in params]
-        self.unit_adam = torch.optim.Adam(self.units, lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
 
-    @torch.no_grad()
     def step(self, grads):
-        for unit, grad in zip(self.units, grads):
-            unit.grad = grad
-        self.unit_adam.step()
+        torch._foreach_add_(self.steps, 1)
+        torch._fused_adam_(self.units, grads, self.m, self.v, [], self.steps, lr=1.0, beta1=ADAM_BETAS[0],
+                           beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS, amsgrad=False, maximize=False)
         for p, unit, lr in zip(self.params, self.units, self.lrs):
             p.addcmul_(unit, lr)
             unit.zero_()
@@ -389,41 +400,105 @@ class PerColumnLrAdam:
 def train_group(trials, data, progress=None, return_weights=False):
     """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
     for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
-    data: the tensors of mnist_tensors(); training runs on their device and in their dtype."""
+    data: the tensors of mnist_tensors(); training runs on their device and in their dtype.
+    progress(fraction) is called every 50 steps (it may raise to stop the training)."""
     batch_size, epochs = trials[0].batch_size, trials[0].epochs
     assert all(t.batch_size == batch_size and t.epochs == epochs for t in trials)
-    device = data["train_x"].device
+    device, dtype = data["train_x"].device, data["train_x"].dtype
     start = time.perf_counter()
     seeds = sorted({t.seed for t in trials})
-    layout = Layout(sorted({(t.model, t.hidden, t.lr) for t in trials}), seeds, device, data["train_x"].dtype)
+    layout = Layout(sorted({(t.model, t.hidden, t.lr) for t in trials}), seeds, device, dtype)
+    # Pixels that are 0 in every training image (71 of 784 in MNIST's border) give their W_x rows
+    # a zero gradient at every step, so Adam never moves them (m = v = 0: the update is 0 / eps).
+    # Training leaves those rows out of the matmuls and of Adam (9% less work); evaluation and
+    # the returned weights use all 784. (Only a diverged trial differs: alone, 0 * NaN would turn
+    # those rows NaN too.)
+    lit = (data["train_x"] != 0).any(0).nonzero().squeeze(1)  # [P]
+    w_x, w_out, column_trial = layout.w_x[:, lit].contiguous(), layout.w_out, layout.column_trial  # [U, P, Cx]
+    U, K, C = len(seeds), len(layout.slots), w_out.shape[1]
     n = len(data["train_y"])
     orders = torch.stack([data_orders(s, n, epochs) for s in seeds]).to(device)  # [U, epochs, n]
     steps_per_epoch = math.ceil(n / batch_size)
     loss_from = steps_per_epoch - max(1, steps_per_epoch // 10)  # train_loss: last 10% of batches
-    loss_sum = torch.zeros(len(seeds), len(layout.slots), device=device, dtype=data["train_x"].dtype)
-    adam = PerColumnLrAdam([layout.w_x, layout.w_out], layout.lrs)
-    grad_x = torch.empty_like(layout.w_x)
+    loss_sum = torch.zeros(U, K, device=device, dtype=dtype)
+    adam = PerColumnLrAdam([w_x, w_out], layout.lrs)
+    grad_x, grad_out = torch.empty_like(w_x), torch.empty_like(w_out)
+    targets = F.one_hot(data["train_y"], 10).to(dtype)  # [n, 10]
+    # The read-out as one matmul: W_out scattered into a block-diagonal [U, C, 10 * K] matrix
+    # (unit c feeds logit (class j, its trial k) at column j * K + k), zero elsewhere. Those
+    # zeros are what a matmul would use to leak one trial's inf/NaN into every other (0 * inf =
+    # NaN), so every step checks the logits: the first time one is not finite, the trials whose
+    # own logits (by readout(), which isolates) are not finite are marked dead; from then on
+    # their units are zeroed out of the dense sums and their logits and gradients come from
+    # readout() and its elementwise backward. The other trials' numbers are bit-for-bit what
+    # they would have been (their sums only ever gain exact zeros).
+    bd_index = (torch.arange(C, device=device)[:, None] * 10 * K + torch.arange(10, device=device) * K
+                + column_trial[:, None]).reshape(-1)  # W_out.view(U, -1) -> its places in W_bd.view(U, -1)
+    w_bd = torch.zeros(U, C, 10 * K, device=device, dtype=dtype)
+    dead = torch.zeros(U, K, dtype=torch.bool, device=device)
+    dead_units = None  # [U, 1, C] once a trial has died
+
+    def dense_logits(h):
+        w_bd.view(U, -1).index_copy_(1, bd_index, w_out.view(U, -1))
+        if dead_units is not None:  # dead trials take no part in the dense sums
+            h = h.masked_fill(dead_units, 0)
+            w_bd.masked_fill_(dead_units.transpose(1, 2), 0)
+        return torch.bmm(h, w_bd).view(U, -1, 10, K)
+
+    def trial_logits(h):
+        """Every trial's logits [U, B, 10, K] from hidden units h [U, B, C]."""
+        nonlocal dead_units
+        logits = dense_logits(h)
+        if not math.isfinite(logits.sum().item()):  # an inf/NaN (or a sum too big for the dtype)
+            dead.logical_or_(~torch.isfinite(readout(h, w_out, column_trial, K)).all(2).all(1))
+            if dead.any():
+                dead_units = dead[:, column_trial].unsqueeze(1)
+                logits = dense_logits(h)
+        if dead_units is not None:
+            logits = torch.where(dead[:, None, None, :], readout(h, w_out, column_trial, K), logits)
+        return logits
+
+    # images are gathered for many steps at once (one indexing op instead of one per step)
+    images_per_gather = max(1, 8192 // (U * batch_size)) * batch_size
     step = 0
     for epoch in range(epochs):
-        for i in range(steps_per_epoch):
-            index = orders[:, epoch, i * batch_size:(i + 1) * batch_size]  # [U, B]
-            x, y = data["train_x"][index], data["train_y"][index]  # [U, B, 784], [U, B]
-            xw = (x @ layout.w_x.detach()).requires_grad_()  # [U, B, Cx]: every input projection
-            logits = layout.logits_of_projections(xw)  # [U, B, K, 10]
-            U, B, K, _ = logits.shape
-            losses = F.cross_entropy(logits.reshape(-1, 10), y.unsqueeze(-1).expand(U, B, K).reshape(-1),
-                                     reduction="none").view(U, B, K).mean(1)  # [U, K]: each trial's mean
-            if epoch == epochs - 1 and i >= loss_from:
-                loss_sum += losses.detach()
-            # d (sum of the trials' losses) / d (a trial's loss) = 1: gradients stay per trial
-            grad_xw, grad_out = torch.autograd.grad(losses.sum(), [xw, layout.w_out])
-            # W_x's gradient x^T @ grad_xw, written into one buffer kept across steps (left to
-            # autograd, a fresh [U, 784, Cx] tensor each step, it measured up to 3x slower)
-            torch.bmm(x.transpose(1, 2), grad_xw, out=grad_x)
-            step += 1
-            adam.step([grad_x, grad_out])
-            if progress is not None and step % 50 == 0:
-                progress(step / (epochs * steps_per_epoch))
+        for first in range(0, n, images_per_gather):
+            index = orders[:, epoch, first:first + images_per_gather]
+            xs, ys = data["train_x"][index.unsqueeze(-1), lit], targets[index]  # [U, images, P], [U, images, 10]
+            for i in range(0, index.shape[1], batch_size):
+                x, y = xs[:, i:i + batch_size], ys[:, i:i + batch_size]  # [U, B, P], [U, B, 10]
+                B = x.shape[1]
+                # forward: every input projection in one matmul; the models' hidden layers are the
+                # only part autograd records (the code one edits); the rest is differentiated by hand
+                xw = torch.bmm(x, w_x)  # [U, B, Cx]
+                hidden, inputs = layout.hidden_layers(xw, track=True)
+                h = torch.cat([t.detach() for t in hidden], -1)  # [U, B, C]
+                logits = trial_logits(h)  # [U, B, 10, K]
+                if epoch == epochs - 1 and step % steps_per_epoch >= loss_from:  # cross-entropy, per trial
+                    loss_sum += (torch.logsumexp(logits, 2) - (logits * y.unsqueeze(3)).sum(2)).mean(1)
+                # backward. The loss is the sum over trials of each trial's mean cross-entropy, so
+                # d loss / d logits = (softmax - one-hot) / B, and each trial's gradient is its own.
+                d_logits = torch.softmax(logits, 2).sub_(y.unsqueeze(3)).div_(B)  # [U, B, 10, K]
+                d_live = d_logits if dead_units is None else d_logits.masked_fill(dead[:, None, None, :], 0)
+                grad_h = torch.bmm(d_live.view(U, B, -1), w_bd.transpose(1, 2))  # [U, B, C]
+                if dead_units is not None:  # a dead trial's units: its own d_logits through its own W_out
+                    own = (d_logits.index_select(3, column_trial) * w_out.transpose(1, 2).unsqueeze(1)).sum(2)
+                    grad_h = torch.where(dead_units, own, grad_h)
+                # W_out's gradient: h^T @ d_logits, of which each unit keeps its own trial's 10
+                # columns (every entry of a matmul is a dot product of one row and one column, so
+                # this picks only a trial's own numbers)
+                full = torch.bmm(h.transpose(1, 2), d_logits.view(U, B, -1))  # [U, C, 10 * K]
+                torch.index_select(full.view(U, -1), 1, bd_index, out=grad_out.view(U, -1))
+                grad_xw = torch.autograd.grad(hidden, inputs, grad_h.split([t.shape[-1] for t in hidden], -1),
+                                              allow_unused=True, materialize_grads=True)
+                # W_x's gradient x^T @ grad_xw, into one buffer kept across steps
+                torch.bmm(x.transpose(1, 2), torch.cat(grad_xw, -1), out=grad_x)
+                adam.step([grad_x, grad_out])
+                step += 1
+                if progress is not None and step % 50 == 0:
+                    progress(step / (epochs * steps_per_epoch))
+    layout.w_x[:, lit] = w_x
+    w_x = layout.w_x
     # evaluation: accuracies of every trial on the validation and test images
     with torch.no_grad():
         accuracy = {}
@@ -432,7 +507,8 @@ def train_group(trials, data, progress=None, return_weights=False):
             chunk = max(1, 4_000_000 // (len(seeds) * layout.w_out.shape[1] * 10))
             correct = torch.zeros(len(seeds), len(layout.slots), dtype=torch.long, device=device)
             for j in range(0, len(ys), chunk):
-                predictions = layout.logits(xs[j:j + chunk]).argmax(-1)  # [U, chunk, K]
+                hidden, _ = layout.hidden_layers(xs[j:j + chunk] @ w_x)
+                predictions = trial_logits(torch.cat(hidden, -1)).argmax(2)  # [U, chunk, K]
                 correct += (predictions == ys[j:j + chunk, None]).sum(1)
             accuracy[split] = [[c / len(ys) for c in row] for row in correct.tolist()]
         train_losses = (loss_sum / (steps_per_epoch - loss_from)).tolist()
@@ -448,6 +524,32 @@ def train_group(trials, data, progress=None, return_weights=False):
         if return_weights:
             results[t]["weights"] = layout.trial_weights(u, k)
     return results
+
+
+def train_groups(groups, data, workers, progress=None):
+    """Train the groups `workers` at a time, each in its own thread, and yield (group, results) as
+    each one finishes. With one intra-op thread each, a worker keeps one CPU core busy: torch
+    releases the GIL inside its ops, and a batch-8 group spends most of its time there. On a
+    2-core CPU the batch-64 group then costs no wall time at all beside the batch-8 one.
+    progress(group index, fraction) is called from the worker threads."""
+    stop = threading.Event()
+
+    def train(gi):
+        def report(fraction):
+            if stop.is_set():  # the caller has stopped listening (an error, Ctrl-C): end this group
+                raise RuntimeError("stopped")
+            if progress is not None:
+                progress(gi, fraction)
+        return train_group(groups[gi], data, report)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(train, gi): gi for gi in range(len(groups))}
+        for future in as_completed(futures):
+            yield groups[futures[future]], future.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -599,6 +701,11 @@ def main(argv=None):
         given.update(from_log)
     hp = Hparams(**given)
     torch.set_num_threads(hp.threads)
+    # Adam's moments of the rarely lit border pixels decay below 1e-38 (float32's smallest normal
+    # number), and arithmetic on such subnormal numbers is ~2x slower on x86 CPUs: the batch-8
+    # Adam step measured 250 us instead of 100. Flushing them to zero changes no number above
+    # 1e-38 (and nothing on a GPU, which flushes already).
+    torch.set_flush_denormal(True)
     if hp.param_match and not {"relu", "geglu"} <= set(hp.models):
         parser.error("--param-match needs both relu and geglu in --models")
     device = torch.device("cuda" if hp.device == "cuda" or (hp.device == "auto" and torch.cuda.is_available())
@@ -651,35 +758,39 @@ def main(argv=None):
     print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
           f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
 
-    # train group by group; every finished group's lines are in the log at once. A group with
-    # any trial missing from the log is trained whole, in the layout of an uninterrupted run, so
-    # the lines a resumed run writes are bit-for-bit those the uninterrupted run would have written.
+    # train the groups (hp.workers at a time); every finished group's lines are in the log at
+    # once. A group with any trial missing from the log is trained whole, in the layout of an
+    # uninterrupted run, so the lines a resumed run writes are bit-for-bit those the
+    # uninterrupted run would have written (on the CPU).
     groups = [[t for t in trials if t.batch_size == bs] for bs in hp.batch_sizes]
     groups = [g for g in groups if any(t not in done for t in g)]
     # for the ETA: a step costs about (1 + batch_size / 32) x its parameters (measured on CPU)
     work = [math.ceil(n_train / g[0].batch_size) * (1 + g[0].batch_size / 32) * sum(n_params(t.model, t.hidden) for t in g)
             for g in groups]
-    work_done, finished, last_print = 0.0, 0, [time.perf_counter()]
+    fractions, finished, last_print, lock = [0.0] * len(groups), 0, [time.perf_counter()], threading.Lock()
 
-    def progress(fraction):
-        now = time.perf_counter()
-        if now - last_print[0] >= 5:
+    def progress(gi, fraction):  # called from the worker threads
+        with lock:
+            fractions[gi] = fraction
+            now = time.perf_counter()
+            if now - last_print[0] < 5:
+                return
             last_print[0] = now
-            f = (work_done + fraction * work[gi]) / sum(work)
+            f = sum(w * fr for w, fr in zip(work, fractions)) / sum(work)
             elapsed = now - t0
-            print(f"  {finished}/{len(todo)} trials done, batch size {group[0].batch_size} group "
-                  f"{100 * fraction:.0f}%, elapsed {elapsed:.0f}s, remaining ~{elapsed * (1 - f) / max(f, 1e-9):.0f}s",
-                  flush=True)
+            running = ", ".join(f"batch size {g[0].batch_size} {100 * fr:.0f}%" for g, fr in zip(groups, fractions) if 0 < fr < 1)
+            print(f"  {finished}/{len(todo)} trials done ({running}), elapsed {elapsed:.0f}s, "
+                  f"remaining ~{elapsed * (1 - f) / max(f, 1e-9):.0f}s", flush=True)
 
-    for gi, group in enumerate(groups):
-        results = train_group(group, data, progress)
+    for group, results in train_groups(groups, data, hp.workers, progress):
         missing = sorted(t for t in group if t not in done)
         for t in missing:
             log.write(trial_record(t, results[t]) + "\n")
             done[t] = {k: str(v) for k, v in results[t].items()}
         log.flush()
-        work_done += work[gi]
-        finished += len(missing)
+        with lock:
+            fractions[groups.index(group)] = 1.0
+            finished += len(missing)
         print(f"  {finished}/{len(todo)} trials done (batch size {group[0].batch_size}), "
               f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
     if todo:

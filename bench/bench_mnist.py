@@ -57,9 +57,12 @@ def main():
     parser.add_argument("--data-dir", default=None,
                         help="MNIST folder (default: ../shared/data/mnist if present, else data/mnist)")
     parser.add_argument("--threads", type=int, default=M.Hparams.threads, help="torch CPU threads (both ways)")
+    parser.add_argument("--workers", type=int, default=M.Hparams.workers,
+                        help="batch-size groups the batched trainer trains at once (as train_mnist_ffn.py)")
     parser.add_argument("--skip-plain", action="store_true", help="time only the batched trainer")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as train_mnist_ffn.py does (the plain loop measured the same either way)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     shared = REPO.parent / "shared" / "data" / "mnist"
@@ -71,7 +74,8 @@ def main():
     hp = M.Hparams(seeds=args.seeds)
     trials = M.grid(hp)
     print(f"{len(trials)} trials ({args.seeds} seed(s) of the default grid), {len(data['train_y'])} training "
-          f"images, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"images, device {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"batched with {args.workers} worker(s)")
 
     # warm-up (allocator, kernels) on a tiny slice, not timed
     tiny = dict(data, train_x=data["train_x"][:64], train_y=data["train_y"][:64])
@@ -80,8 +84,9 @@ def main():
     sync(device)
     start = time.perf_counter()
     batched = {}
-    for bs in hp.batch_sizes:
-        batched.update(M.train_group([t for t in trials if t.batch_size == bs], data))
+    for _, results in M.train_groups([[t for t in trials if t.batch_size == bs] for bs in hp.batch_sizes],
+                                     data, args.workers):
+        batched.update(results)
     sync(device)
     batched_s = time.perf_counter() - start
     print(f"batched:  {batched_s:8.2f} s  {len(trials) / batched_s:8.2f} trials/s")
