@@ -223,7 +223,7 @@ def small_data(mnist_dir):
                 test_x=data["test_x"][:600], test_y=data["test_y"][:600])
 
 
-def reference_trial(model, hidden, batch_size, lr, seed, data):
+def reference_trial(model, hidden, batch_size, lr, seed, data, epochs=1):
     """One trial trained alone, the plain way: the documented init and data order, the models
     written out here, torch.optim.Adam. Returns final weights, train loss and accuracies."""
     dtype = data["train_x"].dtype
@@ -241,15 +241,17 @@ def reference_trial(model, hidden, batch_size, lr, seed, data):
 
     opt = torch.optim.Adam(list(w.values()), lr=lr)
     n = len(data["train_y"])
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    losses = []
-    for i in range(0, n, batch_size):
-        index = order[i:i + batch_size]
-        loss = F.cross_entropy(forward(data["train_x"][index]), data["train_y"][index])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    order_generator = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=order_generator)  # a new order each epoch
+        losses = []  # train_loss comes from the final epoch
+        for i in range(0, n, batch_size):
+            index = order[i:i + batch_size]
+            loss = F.cross_entropy(forward(data["train_x"][index]), data["train_y"][index])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
     tail = max(1, len(losses) // 10)
     with torch.no_grad():
         acc = {s: (forward(data[s + "_x"]).argmax(-1) == data[s + "_y"]).float().mean().item() for s in ("val", "test")}
@@ -296,6 +298,21 @@ def test_batched_training_equals_each_trial_trained_alone_float32(small_data):
     the stable configurations are compared, to 1e-5 on weights of size ~0.02."""
     stable = [c for c in CONFIGS if c[2] <= 0.001] + [("relu", 16, 0.01), ("relu", 2, 0.01)]
     check_equivalence(small_data, 64, stable, weight_tol=1e-5, loss_tol=1e-5)
+
+
+def test_several_epochs_equal_the_plain_loop(small_data):
+    """--epochs 3: a new data order each epoch, Adam's state carried over, train_loss from the
+    last epoch only (float64, 100 images, batch size 8: 13 steps an epoch, the last one of 4)."""
+    data = {k: (v.double() if v.is_floating_point() else v) for k, v in small_data.items()}
+    data = dict(data, train_x=data["train_x"][:100], train_y=data["train_y"][:100])
+    trials = [M.Trial(model, h, 8, lr, seed, 3) for model, h, lr in CONFIGS[:4] for seed in (0, 2)]
+    results = M.train_group(trials, data, return_weights=True)
+    for t in trials:
+        weights, train_loss, acc = reference_trial(t.model, t.hidden, 8, t.lr, t.seed, data, epochs=3)
+        for name in weights:
+            assert torch.allclose(results[t]["weights"][name], weights[name], rtol=0, atol=1e-9), (t, name)
+        assert results[t]["train_loss"] == pytest.approx(train_loss, rel=1e-9)
+        assert results[t]["test_acc"] == pytest.approx(acc["test"], abs=1.5 / 600)
 
 
 def test_a_diverging_trial_changes_no_other_trial(small_data):
