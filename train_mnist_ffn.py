@@ -13,11 +13,11 @@ turns that pool into the random-search comparison.
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
 real MNIST, in about 32 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean validation
 / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
-bench/bench_mnist.py, one seed of the grid (64 trials): 3.2 s batched against 57.1 s for a
-plain per-trial loop, 18x (5.0 s, 11x, with --workers 1). A step of one seed's 32 batch-8
-trials takes about 0.5 ms: two matmuls 0.13 ms, Adam over their 260k weights 0.15 ms, and
-about 30 small ops (the models, their autograd backward, the read-out, the loss), whose cost is
-mostly a fixed overhead per op.
+bench/bench_mnist.py, one seed of the grid (64 trials): 3.2 to 3.5 s batched against 53 to 57 s
+for a plain per-trial loop, 15x to 18x in three runs (5.0 s, 11x, with --workers 1). A step of
+one seed's 32 batch-8 trials takes about 0.5 ms: two matmuls 0.13 ms, Adam over their 260k
+weights 0.15 ms, and about 30 small ops (the models, their autograd backward, the read-out, the
+loss), whose cost is mostly a fixed overhead per op.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
 trains as one computation; the groups train at the same time, one thread each (--workers).
