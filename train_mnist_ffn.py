@@ -11,7 +11,7 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST, in about 32 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean validation
+real MNIST, in 29 to 34 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean validation
 / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
 bench/bench_mnist.py, one seed of the grid (64 trials): 3.2 to 3.5 s batched against 53 to 57 s
 for a plain per-trial loop, 15x to 18x in three runs (5.0 s, 11x, with --workers 1). A step of
@@ -497,8 +497,7 @@ def train_group(trials, data, progress=None, return_weights=False):
                 step += 1
                 if progress is not None and step % 50 == 0:
                     progress(step / (epochs * steps_per_epoch))
-    layout.w_x[:, lit] = w_x
-    w_x = layout.w_x
+    layout.w_x[:, lit] = w_x  # the trained rows back among the untouched ones
     # evaluation: accuracies of every trial on the validation and test images
     with torch.no_grad():
         accuracy = {}
@@ -507,7 +506,7 @@ def train_group(trials, data, progress=None, return_weights=False):
             chunk = max(1, 4_000_000 // (len(seeds) * layout.w_out.shape[1] * 10))
             correct = torch.zeros(len(seeds), len(layout.slots), dtype=torch.long, device=device)
             for j in range(0, len(ys), chunk):
-                hidden, _ = layout.hidden_layers(xs[j:j + chunk] @ w_x)
+                hidden, _ = layout.hidden_layers(xs[j:j + chunk] @ layout.w_x)
                 predictions = trial_logits(torch.cat(hidden, -1)).argmax(2)  # [U, chunk, K]
                 correct += (predictions == ys[j:j + chunk, None]).sum(1)
             accuracy[split] = [[c / len(ys) for c in row] for row in correct.tolist()]

@@ -4,9 +4,12 @@ Trains the default grid (relu,geglu x hidden 2,4,8,16 x batch sizes 8,64 x 4 lea
 for --seeds seeds (default 1: 64 trials), both ways, in one run, and prints both wall times,
 trials per second and the ratio. The plain loop is what one would write without batching:
 for each trial, its own weights, torch.optim.Adam, and one forward/backward per batch, with the
-same models, init and data order as the script.
+same models, init and data order as the script. The batched side runs as the script runs it:
+its batch-size groups at the same time on --workers threads (default 2, one per core of a
+2-core CPU), with subnormal floats flushed to zero for both sides (the plain loop measured the
+same either way: its time goes to per-op overhead, not arithmetic).
 
-    python bench/bench_mnist.py                      # one seed, full epoch (about 2 minutes on 2 cores)
+    python bench/bench_mnist.py                      # one seed, full epoch (about a minute on 2 cores)
     python bench/bench_mnist.py --quick              # a tenth of the training images
     python bench/bench_mnist.py --seeds 8 --device cuda
 """
