@@ -11,8 +11,9 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST, in 29 to 34 s (logs/reference/mnist-cpu.txt). At lr 1e-3, h 16 the mean validation
-/ test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
+real MNIST (logs/reference/mnist-cpu.txt), in 29 to 34 s in six runs on a quiet machine, and up
+to 51 s while the VM's shared host was busy. At lr 1e-3, h 16 the mean validation / test
+accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
 bench/bench_mnist.py, one seed of the grid (64 trials): 3.2 to 3.5 s batched against 53 to 57 s
 for a plain per-trial loop, 15x to 18x in three runs (5.0 s, 11x, with --workers 1). A step of
 one seed's 32 batch-8 trials takes about 0.5 ms: two matmuls 0.13 ms, Adam over their 260k
@@ -448,14 +449,16 @@ def train_group(trials, data, progress=None, return_weights=False):
     def trial_logits(h):
         """Every trial's logits [U, B, 10, K] from hidden units h [U, B, C]."""
         nonlocal dead_units
-        logits = dense_logits(h)
+        logits, isolated = dense_logits(h), None
         if not math.isfinite(logits.sum().item()):  # an inf/NaN (or a sum too big for the dtype)
-            dead.logical_or_(~torch.isfinite(readout(h, w_out, column_trial, K)).all(2).all(1))
+            isolated = readout(h, w_out, column_trial, K)
+            dead.logical_or_(~torch.isfinite(isolated).all(2).all(1))
             if dead.any():
                 dead_units = dead[:, column_trial].unsqueeze(1)
                 logits = dense_logits(h)
         if dead_units is not None:
-            logits = torch.where(dead[:, None, None, :], readout(h, w_out, column_trial, K), logits)
+            isolated = readout(h, w_out, column_trial, K) if isolated is None else isolated
+            logits = torch.where(dead[:, None, None, :], isolated, logits)
         return logits
 
     # images are gathered for many steps at once (one indexing op instead of one per step)
