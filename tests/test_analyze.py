@@ -732,6 +732,24 @@ def test_resumed_log_reads_as_one_run(tmp_path):
     assert json.loads((out / "summary.json").read_text())["gpt_runs"][0]["resumed_from"] == [500]
 
 
+def test_done_before_a_resume_is_not_the_end(tmp_path):
+    """Interrupted (done: status:interrupted) at step 650, resumed from the checkpoint at 500, and
+    killed after writing its last step but before its own done:: the run reached its end, so it
+    is finished; the interrupted record of the first process is not how it ended."""
+    path = gpt_log(tmp_path / "r.txt", resume=(500, 650))
+    lines = path.read_text().splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("resume:"))
+    lines[at:at] = ["peak_memory: allocated:31000MiB reserved:31900MiB",
+                    "done: steps:650 train_time:64000ms step_avg:100.00ms final_val_loss:4.0 status:interrupted"]
+    path.write_text("\n".join(l for l in lines if not l.startswith("done: steps:1000")) + "\n")
+    warnings = []
+    log = analyze.parse_log(path)
+    run = analyze.gpt_run(log, 3.28, warnings)
+    assert log["done"] == {} and run["finished"] and run["status"] is None and run["final_val_loss"] == 3.27
+    assert run["peak_memory_mib"] == 31026  # the larger of the two processes' peaks
+    assert warnings == ["r.txt: no done: record, though it reached its last step (1000); its numbers are used"]
+
+
 def test_resume_with_other_code_or_world_size_is_warned(tmp_path):
     path = gpt_log(tmp_path / "r.txt", resume=(500, 650))
     text = path.read_text().replace("resume: from_step:500 checkpoint:logs/x/step500.pt resumed:2026-01-02T00:00:00Z "
@@ -926,6 +944,17 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     note = c["notes"][0]
     assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
     assert note in md  # beside the table, as its footnote
+    # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
+    s = summary["mnist"]["geglu"]["2"]["2"]
+    assert s["expected_test"] + s["expected_test_sd"] > 1
+    assert 0 <= s["expected_test_p16"] <= s["expected_test_p84"] <= 1
+
+
+def test_weighted_quantiles_hand_computed():
+    x, w = np.array([0.3, 0.1, 0.2, 0.9]), np.array([0.1, 0.05, 0.05, 0.8])  # CDF 0.05, 0.1, 0.2, 1
+    assert [float(q) for q in analyze.weighted_quantiles(w, x, [0.05, 0.16, 0.5, 0.84])] == [0.1, 0.3, 0.9, 0.9]
+    lo, hi = analyze.weighted_quantiles(np.array([[0.5, 0.5, 0, 0], [0, 0, 0, 1.0]]), x, [0.16, 0.84])
+    assert list(lo) == [0.1, 0.9] and list(hi) == [0.3, 0.9]  # one answer per row of weights
 
 
 # ---------------------------------------------------------------------------------------------
