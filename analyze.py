@@ -5,37 +5,50 @@
 
 MNIST logs are a POOL of trials (every model x hidden size x batch size x lr x seed). A random
 search of budget k is simulated from the pool: exactly, with Dodge et al.'s expected best-of-k
-(k = 1..N, with one-standard-deviation bands), and by bootstrap (the original study's figure,
-with error bars that now hold the variance of the search, not only of the test set). The
-verdict per (k, hidden size) is P(GeGLU > ReLU) for the test accuracy of the validation-selected
-best of k, with a 95% interval from resampling SEEDS (GeGLU and ReLU trials of one seed share
-their data order, so they are resampled together) and a p-value from a permutation test
-that swaps the model labels of paired trials, Holm-corrected across all the comparisons.
+(draws with replacement; or, with --estimator tang, Tang et al.'s unbiased estimator for k
+distinct trials), and by bootstrap (the original study's figure, with error bars that now hold
+the variance of the search, not only of the test set). The verdict per (k, hidden size) is
+P(GeGLU > ReLU) for the test accuracy of the validation-selected best of k, with a 95% interval
+from resampling SEEDS (GeGLU and ReLU trials of one seed share their data order, so they are
+resampled together) and a p-value from a permutation test that swaps the model labels of paired
+trials, Holm-corrected across all the comparisons.
 
 GPT logs are grouped by configuration (the config: record minus the seed, plus the GPU and
-world size); runs that differ only by seed are replicates. Per group: step time, final
-validation loss, peak memory and tokens, the change against the matching relu2 group with a
-Welch t-test (numpy only), and time and tokens to a target validation loss. Logs of the original
-modded-nanogpt scripts (step lines only) are read too.
+world size); runs that differ only by seed are replicates, and a resumed log is one run. Per
+group: step time, final validation loss, peak memory, tokens, time and tokens to a target loss,
+and the speedrun's record rule (mean final loss below the target by a one-sided t-test at
+p < 0.01, and how many runs would pass it). Against the matching relu2 group: the changes with
+Welch t-tests (numpy only), whether both ran on the same GPU model and software and in
+interleaved order, and the step and time difference at equal loss with a seed-bootstrap
+interval. Logs of the original modded-nanogpt scripts (step lines only) are read too.
+
+Whatever an answer rests on that is incomplete or odd (missing trials, diverged trials, unfinished
+runs, logs of other grids or other code pooled, runs on other machines) is said in a warning, on
+screen and in summary.md / summary.json, and the table cells it touches carry a note.
 
 Writes PNGs, summary.md (also printed) and summary.json into --out (default plots/); the README
 documents every figure and every summary.json field.
 
 Measured (2-core CPU development machine, shared, numpy 2.4.6, end to end with figures): the
 576-trial default study with --param-match in about 2 s; 10,000 trials (2 models x 4 hidden
-sizes x 1,256 trials) in 10-12 s, most of it the 2,000 label permutations of the p-values.
+sizes x 1,256 trials) in 10-12 s, most of it the 2,000 label permutations of the p-values;
+--estimator tang about 1.3x as long.
 """
 import argparse
+import hashlib
+import itertools
 import json
 import math
 import re
 import sys
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import matplotlib
 matplotlib.use("Agg")  # files only, never a window: this runs on servers and in CI
+import matplotlib.lines
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 
@@ -45,10 +58,16 @@ MODEL_NAMES = {"relu": "FFN_ReLU", "geglu": "FFN_GeGLU"}
 MODEL_COLORS = {"geglu": "tab:blue", "relu": "tab:orange"}
 PARAMS_PER_HIDDEN = {"relu": 784 + 10, "geglu": 2 * 784 + 10}  # 794h and 1578h (no biases)
 PARAM_MATCH_TOLERANCE = 0.10  # a GeGLU size counts as "equal parameters" within 10% of ReLU's
+BAND = (0.16, 0.84)  # error bars and bands: the central 68% of a search's outcomes, inside [0, 1]
+COLLAPSE_BELOW = 0.2  # a search whose chosen trial tests below this has collapsed (chance: 0.1)
+# MNIST config keys that only widen the pool (more sizes, more seeds): logs that differ in these
+# alone may be pooled; any other difference means another search space.
+MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"}
 GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir"}  # differ between replicates
 # Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
+MAX_RUNS_NEEDED = 10 ** 7  # "runs needed" beyond this is reported as not reachable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -97,6 +116,7 @@ def parse_trial(f):
                  test_acc=number(f["test_acc"]))
     trial["epochs"] = integer(f["epochs"]) if "epochs" in f else None
     trial["params"] = number(f["params"]) if "params" in f else math.nan
+    trial["train_loss"] = number(f["train_loss"]) if "train_loss" in f else None  # None: not logged
     return trial
 
 
@@ -113,11 +133,35 @@ def parse_step(head, f):
                 tokens=number(f["tokens"]) if "tokens" in f else None)
 
 
+def parse_resume(f):
+    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), world_size=f.get("world_size"),
+                gpu=f.get("gpu"), checkpoint=f.get("checkpoint"))
+
+
+def header_facts(header):
+    """(hash of the script's source, environment) from the lines of a log's header. The source
+    comes first; the environment starts at its last 'python: <version>' line. The hash tells
+    runs of different code apart; the environment gives the CUDA version."""
+    starts = [i for i, line in enumerate(header) if line.startswith("python: ")]
+    cut = starts[-1] if starts else len(header)
+    source = "\n".join(line.rstrip() for line in header[:cut]).strip("\n")
+    env = {}
+    for line in header[cut:]:
+        key, sep, value = line.partition(": ")
+        if sep and key in ("python", "torch", "cuda") and value.split():
+            env[key] = value.split()[0]
+    return (hashlib.sha256(source.encode()).hexdigest()[:12] if source else None), env
+
+
 def parse_log(path):
-    """Read one log file. Returns a dict (kind, run, config, trials, steps, peak, done, n_bad)."""
+    """Read one log file. Returns a dict (kind, run, config, trials, steps, peak, done, resumes,
+    code, env, n_bad, ...). A resumed GPT log reads as one run: for each step number and kind
+    (val_loss / train_loss) the last line in the file wins (a killed run's lines after its
+    checkpoint are done again by the resumed one), and a done: before a resume: is not the end."""
     lines = Path(path).read_text(errors="replace").splitlines()
     log = dict(path=str(path), kind=None, run={}, config={}, trials=[], steps=[], peak={},
-               done={}, n_bad=0, n_records=0, original=False, header_incomplete=False)
+               done={}, n_bad=0, n_records=0, original=False, header_incomplete=False,
+               resumes=[], notices=[], code=None, env={})
     body = lines
     if lines and lines[0].startswith("run:"):
         _, kind, log["run"] = split_record(lines[0])
@@ -131,7 +175,10 @@ def parse_log(path):
         log["header_incomplete"] = True
         return log
     if rules:
+        header = body[1:rules[1]] if rules[0] == 0 and len(rules) > 1 else body[:rules[0]]
+        log["code"], log["env"] = header_facts(header)
         body = body[rules[-1] + 1:]
+    steps = {}
     for line in body:
         if not RECORD_START.match(line):
             continue  # 'Running pytorch ...', comments, nvidia-smi output: not records
@@ -140,14 +187,22 @@ def parse_log(path):
             if name == "trial":
                 log["trials"].append(parse_trial(f))
             elif name == "step":
-                log["steps"].append(parse_step(head, f))
+                s = parse_step(head, f)
+                steps[(s["step"], s["val_loss"] is not None)] = s
             elif name == "config":
                 log["config"] = f
-            elif name == "peak_memory":
-                log["peak"] = dict(allocated_mib=number(f["allocated"], "MiB"),
-                                   reserved_mib=number(f.get("reserved", "nan"), "MiB"))
+            elif name == "peak_memory":  # one per process of a resumed run: the run's peak is the max
+                for key, unit_key in (("allocated_mib", "allocated"), ("reserved_mib", "reserved"),
+                                      ("max_rss_mib", "max_rss")):
+                    value = number(f.get(unit_key, "nan"), "MiB")
+                    log["peak"][key] = np.fmax(log["peak"].get(key, math.nan), value)
             elif name == "done":
                 log["done"] = f
+            elif name == "resume":
+                log["resumes"].append(parse_resume(f))
+                log["done"] = {}
+            elif name == "warning":
+                log["notices"].append(f)
             elif name == "run":
                 log["run"], log["kind"] = f, head
             else:
@@ -155,6 +210,7 @@ def parse_log(path):
             log["n_records"] += 1
         except (BadRecord, KeyError, IndexError):
             log["n_bad"] += 1
+    log["steps"] = sorted(steps.values(), key=lambda s: s["step"])
     if log["kind"] is None:  # no run: line -- the original modded-nanogpt scripts
         if log["steps"]:
             log["kind"], log["original"] = "gpt", True
@@ -180,18 +236,33 @@ def find_logs(inputs, skip=()):
 
 
 # ----------------------------------------------------------------------------------------------
-# Statistics: expected best-of-k (Dodge et al. 2019), P(A > B), Holm, Welch
+# Statistics: expected best-of-k (Dodge et al. 2019; Tang et al. 2020), P(A > B), Holm, t-tests
 
-def selection_weights(val, k, counts=None):
+def comb_ratio(m, n, k):
+    """C(m, k) / C(n, k) elementwise for whole numbers 0 <= m <= n (arrays broadcast): the
+    chance that k distinct draws out of n all land among m given ones. 0 where m < k, nan where
+    n < k (k distinct draws do not exist)."""
+    m, n, k = (np.rint(np.asarray(x, float)).astype(np.int64) for x in (m, n, k))
+    log_factorial = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, max(int(n.max(initial=0)), 1) + 1)))])
+    lf = lambda i: log_factorial[np.maximum(i, 0)]  # the clipped entries are masked out below
+    out = np.exp(lf(m) - lf(m - k) - lf(n) + lf(n - k))
+    return np.where(n >= k, np.where(m >= k, out, 0.0), np.nan)
+
+
+def selection_weights(val, k, counts=None, replace=True):
     """Probability that each trial of a pool is the one kept by a random search of budget k.
 
-    The search draws k trials with replacement (trial j with probability counts_j / sum(counts);
-    counts = 1 for the plain pool, a seed-bootstrap multiplicity otherwise) and keeps the best by
-    validation score; when several drawn trials tie for the best, one of the tied draws is kept
-    uniformly at random. With F the weighted CDF of the validation scores, the best value is v_g
-    with probability p_g = F(v_g)^k - F(v_g-)^k (Dodge et al.), and ties share p_g in proportion
-    to their counts. Shapes: val (N,); counts None or (..., N); k a scalar, or an array (K,) of
-    budgets, which adds a leading axis: (K, ..., N). Rows where every count is 0 come back nan.
+    The search draws k trials (trial j with probability counts_j / sum(counts); counts = 1 for the
+    plain pool, a seed-bootstrap multiplicity otherwise) and keeps the best by validation score;
+    when several drawn trials tie for the best, one of the tied draws is kept uniformly at random.
+    With replacement (Dodge et al.), with F the weighted CDF of the validation scores, the best
+    value is v_g with probability p_g = F(v_g)^k - F(v_g-)^k. Without replacement (Tang et al.:
+    k distinct trials, the copies of a resampled trial counting as distinct), F^k becomes the
+    chance that all k draws land at or below v_g, C(#<=v_g, k) / C(N, k); averaged over all
+    k-subsets of the pool, this is an unbiased estimate of the expected best of k. Ties share
+    p_g in proportion to their counts. Shapes: val (N,); counts None or (..., N); k a scalar, or
+    an array (K,) of budgets, which adds a leading axis: (K, ..., N). Rows where every count is
+    0, and budgets above the pool size without replacement, come back nan.
     """
     val = np.asarray(val, float)
     order = np.argsort(val, kind="stable")
@@ -204,11 +275,13 @@ def selection_weights(val, k, counts=None):
     starts = np.flatnonzero(first)
     ends = np.r_[starts[1:], len(val)] - 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        f_high = cum[..., ends] / total
-        f_low = (cum[..., starts] - c[..., starts]) / total
-        kk = np.asarray(k, float).reshape(np.shape(k) + (1,) * f_high.ndim)
-        p_group = f_high ** kk - f_low ** kk
-        group_count = cum[..., ends] - cum[..., starts] + c[..., starts]
+        high, low = cum[..., ends], cum[..., starts] - c[..., starts]
+        kk = np.asarray(k, float).reshape(np.shape(k) + (1,) * high.ndim)
+        if replace:
+            p_group = (high / total) ** kk - (low / total) ** kk
+        else:
+            p_group = comb_ratio(high, total, kk) - comb_ratio(low, total, kk)
+        group_count = high - low
         share = np.where(c > 0, c / group_count[..., group], 0.0)
         w_sorted = p_group[..., group] * share
     w = np.empty_like(w_sorted)
@@ -223,10 +296,27 @@ def weighted_mean_sd(w, x):
     return mean, np.sqrt(var)
 
 
-def bootstrap_best_of_k(val, test, k, draws, rng):
-    """The study's procedure, repeated: draw k trials with replacement, keep the best by
-    validation (ties: a uniformly random one of the tied draws), record its test score."""
-    idx = rng.integers(0, len(val), size=(draws, k))
+def weighted_quantiles(w, x, qs):
+    """The q-quantiles (smallest x with P(X <= x) >= q) of the distribution putting weight w_i
+    on x_i; w may carry leading batch dimensions. Returns one array per q."""
+    order = np.argsort(x, kind="stable")
+    xs = np.asarray(x, float)[order]
+    cum = np.cumsum(np.asarray(w)[..., order], axis=-1)
+    bad = np.isnan(cum[..., -1])
+    return [np.where(bad, np.nan, xs[np.argmax(cum >= q * cum[..., -1:] - 1e-12, axis=-1)]) for q in qs]
+
+
+def bootstrap_best_of_k(val, test, k, draws, rng, replace=True):
+    """The study's procedure, repeated: draw k trials (with replacement, or k distinct ones),
+    keep the best by validation (ties: a uniformly random one of the tied draws), record its
+    test score. Without replacement and k above the pool size: nan."""
+    n = len(val)
+    if replace:
+        idx = rng.integers(0, n, size=(draws, k))
+    elif k > n:
+        return np.full(draws, np.nan)
+    else:
+        idx = np.argsort(rng.random((draws, n)), axis=1)[:, :k]
     v = np.asarray(val)[idx]
     tied = v == v.max(axis=1, keepdims=True)
     pick = np.argmax(rng.random((draws, k)) * tied, axis=1)  # uniform among the tied draws
@@ -261,17 +351,20 @@ def tie_bounds(sorted_rows):
     return first, end
 
 
-def selection_weights_rows(val, ks):
+def selection_weights_rows(val, ks, replace=True):
     """selection_weights for many pools at once, one per row of val (R, N), every count 1, for
-    each budget in ks: (K, R, N). The best value is v with probability (#<=v/N)^k - (#<v/N)^k,
-    shared equally by its ties."""
+    each budget in ks: (K, R, N). The best value is v with probability (#<=v/N)^k - (#<v/N)^k
+    (without replacement: C(#<=v, k) / C(N, k) - C(#<v, k) / C(N, k)), shared equally by its ties."""
     n = val.shape[-1]
     order = np.argsort(val, axis=-1)
     first, end = tie_bounds(np.take_along_axis(val, order, axis=-1))
     k = np.asarray(ks, float)[:, None, None]
+    if replace:
+        p = (end / n) ** k - (first / n) ** k
+    else:
+        p = comb_ratio(end, n, k) - comb_ratio(first, n, k)
     w = np.empty((len(k),) + val.shape)
-    np.put_along_axis(w, np.broadcast_to(order, w.shape),
-                      ((end / n) ** k - (first / n) ** k) / (end - first), axis=-1)
+    np.put_along_axis(w, np.broadcast_to(order, w.shape), p / (end - first), axis=-1)
     return w
 
 
@@ -339,7 +432,15 @@ def t_two_sided_p(t, df):
     """P(|T| >= |t|) for Student's t with df degrees of freedom (df may be fractional)."""
     if math.isnan(t) or math.isnan(df) or df <= 0:
         return math.nan
+    if math.isinf(t):
+        return 0.0
     return betainc_regularized(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_below_p(t, df):
+    """P(T <= t): the one-sided p-value of a t statistic for the alternative 'below'."""
+    two_sided = t_two_sided_p(t, df)
+    return two_sided / 2 if t < 0 else 1 - two_sided / 2
 
 
 def welch(a, b):
@@ -355,6 +456,58 @@ def welch(a, b):
     return t, df, t_two_sided_p(t, df)
 
 
+def one_sample_below(x, target):
+    """One-sided one-sample t-test of 'the mean is below target': (t, one-sided p); nan with
+    fewer than 2 values. No spread at all gives t = -inf or +inf."""
+    x = np.asarray(x, float)
+    if len(x) < 2:
+        return math.nan, math.nan
+    diff, se = x.mean() - target, x.std(ddof=1) / math.sqrt(len(x))
+    t = diff / se if se > 0 else (-math.inf if diff < 0 else math.inf)
+    return t, t_below_p(t, len(x) - 1)
+
+
+def runs_needed(mean, sd, target, alpha):
+    """The record rule's 'runs needed': the smallest number of runs n at which the one-sided
+    one-sample t-test of 'mean < target' gives p < alpha, if the n runs had the observed mean and
+    sd (a plug-in count, not a power calculation: at that n a new sample passes about half the
+    time). None when it does not exist: mean not below the target, sd unknown, or n above
+    MAX_RUNS_NEEDED."""
+    if math.isnan(mean) or math.isnan(sd) or mean >= target:
+        return None
+    if sd == 0:
+        return 2
+    passes = lambda n: t_below_p((mean - target) * math.sqrt(n) / sd, n - 1) < alpha
+    if not passes(MAX_RUNS_NEEDED):
+        return None
+    fails, ok = 1, 2  # p falls as n grows: double, then bisect
+    while not passes(ok):
+        fails, ok = ok, 2 * ok
+    while ok - fails > 1:
+        mid = (fails + ok) // 2
+        fails, ok = (fails, mid) if passes(mid) else (mid, ok)
+    return ok
+
+
+def runs_test_p(order):
+    """Exact Wald-Wolfowitz runs test of a two-symbol sequence ('bcbcbb'): P(R <= observed R),
+    R the number of runs (maximal blocks of one symbol), over all orders of the same symbols.
+    A small p says the symbols come in blocks; nan when one symbol is absent."""
+    symbols = sorted(set(order))
+    if len(symbols) != 2:
+        return math.nan
+    n1, n2 = order.count(symbols[0]), order.count(symbols[1])
+    observed = 1 + sum(x != y for x, y in zip(order, order[1:]))
+
+    def orders_with(r):  # how many orders have exactly r runs
+        k = r // 2
+        if r % 2 == 0:
+            return 2 * math.comb(n1 - 1, k - 1) * math.comb(n2 - 1, k - 1)
+        return math.comb(n1 - 1, k - 1) * math.comb(n2 - 1, k) + math.comb(n1 - 1, k) * math.comb(n2 - 1, k - 1)
+
+    return sum(orders_with(r) for r in range(2, observed + 1)) / math.comb(n1 + n2, n1)
+
+
 # ----------------------------------------------------------------------------------------------
 # MNIST: the pool of trials
 
@@ -362,29 +515,152 @@ def model_name(model):
     return MODEL_NAMES.get(model, f"FFN_{model}")
 
 
-def build_pools(logs, warnings):
-    """Trials of every MNIST log -> {(model, hidden): pool}. A trial is identified by
-    (model, hidden, batch_size, lr, seed, epochs): the first occurrence is kept (files in the
-    order given), so a log passed twice, or a copy beside the reference log, counts once."""
-    seen, duplicates, differing, nan_dropped = {}, 0, 0, 0
+def cell_name(model, hidden):
+    return f"{model_name(model)} h={hidden}"
+
+
+def trial_key(t, epochs=None):
+    """A trial's identity; `epochs` stands in for a trial line without an epochs: key."""
+    return (t["model"], t["hidden"], t["batch_size"], t["lr"], t["seed"],
+            t["epochs"] if t["epochs"] is not None else epochs)
+
+
+def grid_of(config):
+    """The set of trial keys a train_mnist_ffn.py config: record promises (with param_match, GeGLU
+    also at the matched_hidden sizes); None when the record does not say."""
+    try:
+        ints = lambda key: [int(v) for v in config[key].split(",") if v]
+        models = config["models"].split(",")
+        hidden, batch_sizes, seeds, epochs = ints("hidden"), ints("batch_sizes"), ints("seeds"), int(config["epochs"])
+        lrs = [float(v) for v in config["lrs"].split(",")]
+        matched = [int(v) for v in config.get("matched_hidden", "").split(",") if v]
+    except (KeyError, ValueError):
+        return None
+    sizes = {m: hidden + ([h for h in matched if h not in hidden] if m == "geglu" else []) for m in models}
+    return {(m, h, bs, lr, s, epochs) for m in models for h in sizes[m] for bs in batch_sizes for lr in lrs
+            for s in seeds}
+
+
+TRIAL_FIELDS = ("model", "hidden", "batch_size", "lr", "seed")
+
+
+def describe_missing(missing, expected, most=5):
+    """Which trials of a grid are missing, in few words: whole slices first ('every trial with
+    batch_size=64'; slices fixing one key, then two), the rest one by one (`most` at most)."""
+    left, parts = set(missing), []
+    while left:
+        best = None
+        for dims in itertools.chain(itertools.combinations(range(5), 1), itertools.combinations(range(5), 2)):
+            for values in {tuple(t[d] for d in dims) for t in left}:
+                part = {t for t in expected if tuple(t[d] for d in dims) == values}
+                covered = len(part & left)
+                if covered > 1 and part <= missing and (best is None or covered > best[2]):
+                    best = (dims, values, covered)
+        if best is None:
+            break
+        dims, values, covered = best
+        parts.append("every trial with " + ", ".join(f"{TRIAL_FIELDS[d]}={v:g}" if d == 3 else f"{TRIAL_FIELDS[d]}={v}"
+                                                     for d, v in zip(dims, values)) + f" ({covered})")
+        left -= {t for t in left if tuple(t[d] for d in dims) == values}
+    singles = [" ".join(f"{f}={v:g}" if f == "lr" else f"{f}={v}" for f, v in zip(TRIAL_FIELDS, t))
+               for t in sorted(left)]
+    parts += singles[:most] + ([f"and {len(singles) - most} more"] if len(singles) > most else [])
+    return "; ".join(parts)
+
+
+def check_mnist_logs(logs, warnings, notes):
+    """Warnings for MNIST logs that did not finish, lack trials of the grid their config: record
+    promises (and which), or were pooled with logs of another search space or other code.
+    Appends to notes[(model, hidden)] what touches each pool; returns the missing trials."""
+    present = {trial_key(t, int(log["config"]["epochs"]) if log["config"].get("epochs", "").isdigit() else None)
+               for log in logs for t in log["trials"]}
+    missing_all = []
+    for log in dict((l["path"], l) for l in logs).values():  # a file given twice is checked once
+        name = Path(log["path"]).name
+        again = f"; `python train_mnist_ffn.py --resume {log['path']}` finishes it" if log["config"] else ""
+        if not log["done"]:
+            warnings.append(f"{name}: no done: record: the run did not finish (killed?){again}")
+        elif log["done"].get("status", "ok") != "ok":
+            warnings.append(f"{name}: the run ended with status:{log['done']['status']}{again}")
+        expected = grid_of(log["config"])
+        if expected is None:
+            warnings.append(f"{name}: no config: record with the grid: missing trials cannot be checked")
+            continue
+        missing = expected - present
+        if missing:
+            warnings.append(f"{name}: {len(missing)} of the {len(expected)} trials of its grid missing (in no "
+                            f"log read): {describe_missing(missing, expected)}")
+            for (m, h), count in sorted(Counter(t[:2] for t in missing).items()):
+                size = sum(1 for t in expected if t[:2] == (m, h))
+                notes.setdefault((m, h), []).append(f"{cell_name(m, h)}: {count} of the {size} trials of the "
+                                                    f"grid missing (the run did not finish)")
+            missing_all += [dict(zip(TRIAL_FIELDS + ("epochs",), t), log=log["path"]) for t in sorted(missing)]
+    distinct = list(dict((l["path"], l) for l in logs).values())
+    if len(distinct) > 1:
+        keys = sorted(k for k in set().union(*(l["config"] for l in distinct))
+                      if len({l["config"].get(k) for l in distinct}) > 1)
+        files = ", ".join(Path(l["path"]).name for l in distinct)
+        if set(keys) - MNIST_SCOPE_KEYS:
+            warnings.append(f"MNIST logs of different grids pooled ({files}): their config: records differ "
+                            f"in {', '.join(keys)}")
+        if len({l["code"] for l in distinct}) > 1:
+            warnings.append(f"MNIST logs of different code pooled ({files}): the script source in their "
+                            f"headers differs ({len({l['code'] for l in distinct})} versions)")
+    return missing_all
+
+
+def study_signature(log):
+    """What must agree between logs whose trials share a pool: the config: record apart from the
+    keys that only widen the pool, and the code."""
+    return (tuple(sorted((k, v) for k, v in log["config"].items() if k not in MNIST_SCOPE_KEYS)), log["code"])
+
+
+def build_pools(logs, warnings, keep_nonfinite=False):
+    """Trials of every MNIST log -> ({(model, hidden): pool}, {(model, hidden): [notes]}, missing
+    trials). A trial is identified by (model, hidden, batch_size, lr, seed, epochs): the first
+    occurrence is kept (files in the order given), so a log passed twice, or a copy beside the
+    reference log, counts once. Trials whose train_loss is not finite (the training diverged)
+    are left out unless keep_nonfinite."""
+    notes = {}
+    missing = check_mnist_logs(logs, warnings, notes)
+    seen, duplicates, differing = {}, 0, 0
+    nan_dropped, diverged = Counter(), Counter()
     for log in logs:
         for t in log["trials"]:
-            key = (t["model"], t["hidden"], t["batch_size"], t["lr"], t["seed"], t["epochs"])
+            key = trial_key(t)
             if key in seen:
                 duplicates += 1
                 first = seen[key]
                 differing += (first["val_acc"], first["test_acc"]) != (t["val_acc"], t["test_acc"])
                 continue
             if math.isnan(t["val_acc"]) or math.isnan(t["test_acc"]):
-                nan_dropped += 1
+                nan_dropped[(t["model"], t["hidden"])] += 1
                 continue
-            seen[key] = t
+            seen[key] = dict(t, signature=study_signature(log))
+            if t["train_loss"] is not None and not math.isfinite(t["train_loss"]):
+                diverged[(t["model"], t["hidden"])] += 1
+                if not keep_nonfinite:
+                    del seen[key]
     if duplicates:
         warnings.append(f"{duplicates} repeated MNIST trials (same model, hidden, batch_size, lr, "
                         f"seed, epochs) ignored, the first occurrence kept"
                         + (f"; {differing} of them had different accuracies" if differing else ""))
     if nan_dropped:
-        warnings.append(f"{nan_dropped} MNIST trials with a nan accuracy left out of the pool")
+        warnings.append(f"{sum(nan_dropped.values())} MNIST trials with a nan accuracy left out of the pool")
+        for (m, h), n in sorted(nan_dropped.items()):
+            notes.setdefault((m, h), []).append(f"{cell_name(m, h)}: {n} trial(s) with a nan accuracy left out")
+    if diverged:
+        cells = ", ".join(f"{cell_name(m, h)}: {n}" for (m, h), n in sorted(diverged.items()))
+        if keep_nonfinite:
+            warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged) "
+                            f"kept in the pool (--keep-nonfinite): {cells}")
+        else:
+            warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged: nan "
+                            f"or inf) left out of the pool: {cells}; --keep-nonfinite keeps them (a search "
+                            f"that can draw a diverging setting then pays for it)")
+        for (m, h), n in sorted(diverged.items()):
+            notes.setdefault((m, h), []).append(
+                f"{cell_name(m, h)}: {n} diverged trial(s) " + ("kept" if keep_nonfinite else "left out"))
     trials = list(seen.values())
     epochs = Counter(t["epochs"] for t in trials)
     if len(epochs) > 1:  # one epoch and three epochs are not the same search space
@@ -403,8 +679,11 @@ def build_pools(logs, warnings):
             model=model, hidden=hidden, params=float(params),
             val=np.array([t["val_acc"] for t in ts]), test=np.array([t["test_acc"] for t in ts]),
             seed=np.array([t["seed"] for t in ts]), batch_size=np.array([t["batch_size"] for t in ts]),
-            lr=np.array([t["lr"] for t in ts]))
-    return out
+            lr=np.array([t["lr"] for t in ts]), signatures={t["signature"] for t in ts})
+        if len(out[(model, hidden)]["signatures"]) > 1:
+            notes.setdefault((model, hidden), []).append(
+                f"{cell_name(model, hidden)}: trials from logs of different grid settings or code")
+    return out, notes, missing
 
 
 def curve_ks(n):
@@ -413,27 +692,32 @@ def curve_ks(n):
     return np.unique(np.round(np.geomspace(1, n, MAX_CURVE_POINTS)).astype(int))
 
 
-def analyse_pool(pool, ks, bootstrap, rng):
-    """Exact expected best-of-k for k = 1..N and the bootstrap for the k of --k."""
+def analyse_pool(pool, ks, bootstrap, rng, replace=True):
+    """Exact expected best-of-k for k = 1..N and the bootstrap for the k of --k, with the
+    central 68% (16th to 84th percentile) of the selected trial's scores."""
     curve_k = curve_ks(len(pool["val"]))
-    w = selection_weights(pool["val"], curve_k)  # (K, N)
+    w = selection_weights(pool["val"], curve_k, replace=replace)  # (K, N)
     ev, ev_sd = weighted_mean_sd(w, pool["val"])
     et, et_sd = weighted_mean_sd(w, pool["test"])
     per_k = {}
     for k in ks:
-        wk = selection_weights(pool["val"], k)
+        wk = selection_weights(pool["val"], k, replace=replace)
         v, vsd = weighted_mean_sd(wk, pool["val"])
         t, tsd = weighted_mean_sd(wk, pool["test"])
-        boot = bootstrap_best_of_k(pool["val"], pool["test"], k, bootstrap, rng)
+        lo, hi = weighted_quantiles(wk, pool["test"], BAND)
+        boot = bootstrap_best_of_k(pool["val"], pool["test"], k, bootstrap, rng, replace)
         per_k[k] = dict(expected_val=v, expected_val_sd=vsd, expected_test=t, expected_test_sd=tsd,
+                        expected_test_p16=float(lo), expected_test_p84=float(hi),
                         bootstrap_test_mean=boot.mean(),
                         bootstrap_test_sd=boot.std(ddof=1) if bootstrap > 1 else math.nan)
     curve = dict(k=curve_k, expected_val=ev, expected_val_sd=ev_sd, expected_test=et,
                  expected_test_sd=et_sd)
+    for name, scores in (("val", pool["val"]), ("test", pool["test"])):
+        curve[f"expected_{name}_p16"], curve[f"expected_{name}_p84"] = weighted_quantiles(w, scores, BAND)
     return per_k, curve
 
 
-def compare_pools(a, b, ks, resamples, rng):
+def compare_pools(a, b, ks, resamples, rng, replace=True):
     """P(A > B) for the test accuracy of the validation-selected best of k, per k: the value on
     the whole pool; a 95% interval from a seed bootstrap (both pools resampled with the same
     seeds, so the pairing is kept); a two-sided p-value from a paired permutation test."""
@@ -442,26 +726,26 @@ def compare_pools(a, b, ks, resamples, rng):
     ca = counts[:, np.searchsorted(seeds, a["seed"])]
     cb = counts[:, np.searchsorted(seeds, b["seed"])]
     ks = np.asarray(ks)
-    points = prob_greater(a["test"], selection_weights(a["val"], ks),
-                          b["test"], selection_weights(b["val"], ks))  # (K,)
-    boots = prob_greater(a["test"], selection_weights(a["val"], ks, ca),
-                         b["test"], selection_weights(b["val"], ks, cb))  # (K, resamples)
+    points = prob_greater(a["test"], selection_weights(a["val"], ks, replace=replace),
+                          b["test"], selection_weights(b["val"], ks, replace=replace))  # (K,)
+    boots = prob_greater(a["test"], selection_weights(a["val"], ks, ca, replace),
+                         b["test"], selection_weights(b["val"], ks, cb, replace))  # (K, resamples)
     results = []
     for k, point, boot in zip(ks, points, boots):
         point = float(point)
-        boot = boot[~np.isnan(boot)]  # a resample may hold no seed of one model
+        boot = boot[~np.isnan(boot)]  # a resample may hold no seed of one model (or too few trials)
         if len(seeds) < 2 or len(boot) == 0:
             lo = hi = math.nan  # one seed: nothing to resample
         else:
             lo, hi = np.percentile(boot, [2.5, 97.5])
         results.append(dict(k=int(k), p_geglu_better=point, ci95=[float(lo), float(hi)],
                             seeds=int(len(seeds))))
-    for r, p, n_pairs in zip(results, *permutation_test(a, b, ks, points, resamples, rng)):
+    for r, p, n_pairs in zip(results, *permutation_test(a, b, ks, points, resamples, rng, replace)):
         r.update(p_value=p, pairs=n_pairs)
     return results
 
 
-def permutation_test(a, b, ks, observed, permutations, rng):
+def permutation_test(a, b, ks, observed, permutations, rng, replace=True):
     """Two-sided p-values of P(A > B) = 1/2 for each k (observed: its value per k on the pools
     as they are), by swapping model labels at random.
 
@@ -475,7 +759,7 @@ def permutation_test(a, b, ks, observed, permutations, rng):
     in_b = {key(b, j): j for j in range(len(b["val"]))}
     ia = np.array([i for i in range(len(a["val"])) if key(a, i) in in_b], int)
     ib = np.array([in_b[key(a, i)] for i in ia], int)
-    if len(ia) < 2:
+    if len(ia) < 2 or np.isnan(observed).all():
         return [math.nan] * len(ks), [int(len(ia))] * len(ks)
     swap = rng.random((permutations, len(ia))) < 0.5
     as_extreme = np.zeros(len(ks))
@@ -489,22 +773,52 @@ def permutation_test(a, b, ks, observed, permutations, rng):
             xa[:, ia] = np.where(s, b[name][ib], a[name][ia])
             xb[:, ib] = np.where(s, a[name][ia], b[name][ib])
             arrays[name] = xa, xb
-        null = prob_greater_rows(arrays["test"][0], selection_weights_rows(arrays["val"][0], ks),
-                                 arrays["test"][1], selection_weights_rows(arrays["val"][1], ks))
+        null = prob_greater_rows(arrays["test"][0], selection_weights_rows(arrays["val"][0], ks, replace),
+                                 arrays["test"][1], selection_weights_rows(arrays["val"][1], ks, replace))
         as_extreme += np.sum(np.abs(null - 0.5) >= np.abs(observed - 0.5)[:, None] - 1e-12, axis=1)
-    return [float(p) for p in (as_extreme + 1) / (permutations + 1)], [int(len(ia))] * len(ks)
+    p = (as_extreme + 1) / (permutations + 1)
+    return [float(x) if not math.isnan(o) else math.nan for x, o in zip(p, observed)], [int(len(ia))] * len(ks)
 
 
 def add_verdicts(comparisons, alpha):
     adjusted = holm([c["p_value"] for c in comparisons])
     for c, adj in zip(comparisons, adjusted):
         c["p_adjusted"] = float(adj)
-        if math.isnan(adj):
+        if math.isnan(c["p_geglu_better"]):
+            c["verdict"] = "not testable (k exceeds the pool)"
+        elif math.isnan(adj):
             c["verdict"] = "not testable (fewer than 2 paired trials)"
         elif adj < alpha:
             c["verdict"] = "GeGLU better" if c["p_geglu_better"] > 0.5 else "ReLU better"
         else:
             c["verdict"] = "no detectable difference"
+
+
+def mean_against_wins(c, geglu, relu, replace):
+    """Where the verdict names a winner whose mean E[test] is the lower one (P > 1/2 but E[test]
+    lower, or the reverse), a note saying why: P counts how often one search ends higher, the mean also
+    weighs by how much, so a side that wins most pairs can lose on the mean through rare
+    collapses (searches whose k draws all hit a diverging learning rate). Adds the medians
+    and the collapse probabilities to c."""
+    for name, pool in (("geglu", geglu), ("relu", relu)):
+        w = selection_weights(pool["val"], c["k"], replace=replace)
+        c[f"{name}_median_test"] = float(weighted_quantiles(w, pool["test"], [0.5])[0])
+        c[f"{name}_p_collapse"] = float(w @ (pool["test"] < COLLAPSE_BELOW))
+    gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
+    if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
+        return None  # they agree, or the verdict names no winner that the mean could contradict
+    winner, loser = (("geglu", "relu") if wins > 0 else ("relu", "geglu"))
+    names = dict(geglu="GeGLU", relu="ReLU")
+    text = (f"{names[winner]}'s search ends higher in {max(c['p_geglu_better'], 1 - c['p_geglu_better']):.0%} "
+            f"of pairs (median test accuracy {c[winner + '_median_test']:.3f} against "
+            f"{c[loser + '_median_test']:.3f}) yet has the lower mean E[test]: ")
+    if c[f"{winner}_p_collapse"] > c[f"{loser}_p_collapse"]:
+        text += (f"it collapses (test accuracy below {COLLAPSE_BELOW}; chance is 0.1) with probability "
+                 f"{c[winner + '_p_collapse']:.1%} against {c[loser + '_p_collapse']:.1%}, and those rare "
+                 f"collapses pull its mean down.")
+    else:
+        text += "its losses, though rarer, are larger than its wins."
+    return text + " The verdict is about how often it wins (P), not about the mean."
 
 
 def param_match_pairs(pools):
@@ -523,30 +837,50 @@ def param_match_pairs(pools):
     return pairs
 
 
+def comparison_notes(c, pools, notes, h_geglu, h_relu, replace):
+    """The notes of one verdict cell: those of its two pools, trials from logs of different
+    settings or code between them, and why the mean and P disagree where they do."""
+    out = notes.get(("geglu", h_geglu), []) + notes.get(("relu", h_relu), [])
+    if len(pools[("geglu", h_geglu)]["signatures"] | pools[("relu", h_relu)]["signatures"]) > 1:
+        out.append(f"GeGLU h={h_geglu} and ReLU h={h_relu}: trials from logs of different grid settings or code")
+    why = mean_against_wins(c, pools[("geglu", h_geglu)], pools[("relu", h_relu)], replace)
+    if why:
+        out.append(f"k={c['k']}, " + (f"h={h_geglu}: " if h_geglu == h_relu else
+                                      f"ReLU h={h_relu} vs GeGLU h={h_geglu}: ") + why)
+    c["notes"] = out
+
+
 def analyse_mnist(logs, args, warnings):
     rng = np.random.default_rng(args.seed)
-    pools = build_pools(logs, warnings)
-    result = dict(pools=pools, stats={}, curves={}, comparisons=[], param_match=[], claim=[])
+    replace = args.estimator == "dodge"
+    pools, notes, missing = build_pools(logs, warnings, args.keep_nonfinite)
+    result = dict(pools=pools, notes=notes, missing=missing, stats={}, curves={}, comparisons=[],
+                  param_match=[], claim=[])
     for key, pool in pools.items():
-        result["stats"][key], result["curves"][key] = analyse_pool(pool, args.k, args.bootstrap, rng)
+        result["stats"][key], result["curves"][key] = analyse_pool(pool, args.k, args.bootstrap, rng, replace)
+        too_big = [k for k in args.k if k > len(pool["val"])]
+        if too_big and not replace:
+            warnings.append(f"{cell_name(*key)}: k={','.join(map(str, too_big))} above its {len(pool['val'])} "
+                            f"trials: no without-replacement (Tang) estimate")
     shared = sorted({h for m, h in pools if m == "relu"} & {h for m, h in pools if m == "geglu"})
     result["hidden"] = shared
     for h in shared:
-        for c in compare_pools(pools[("geglu", h)], pools[("relu", h)], args.k, args.resamples, rng):
+        for c in compare_pools(pools[("geglu", h)], pools[("relu", h)], args.k, args.resamples, rng, replace):
             result["comparisons"].append(dict(hidden=h, **c))
     result["comparisons"].sort(key=lambda c: (c["k"], c["hidden"]))
     add_verdicts(result["comparisons"], args.alpha)
     for c in result["comparisons"]:
         c["geglu_expected_test"] = result["stats"][("geglu", c["hidden"])][c["k"]]["expected_test"]
         c["relu_expected_test"] = result["stats"][("relu", c["hidden"])][c["k"]]["expected_test"]
+        comparison_notes(c, pools, notes, c["hidden"], c["hidden"], replace)
     for k in args.k if shared else []:
         g = float(np.mean([result["stats"][("geglu", h)][k]["expected_test"] for h in shared]))
         r = float(np.mean([result["stats"][("relu", h)][k]["expected_test"] for h in shared]))
         result["claim"].append(dict(k=k, geglu_mean_test=g, relu_mean_test=r,
-                                    agrees_with_claim=bool(g > r)))
+                                    agrees_with_claim=None if math.isnan(g - r) else bool(g > r)))
     for h_relu, h_geglu in param_match_pairs(pools):
         for c in compare_pools(pools[("geglu", h_geglu)], pools[("relu", h_relu)], args.k,
-                               args.resamples, rng):
+                               args.resamples, rng, replace):
             c.update(relu_hidden=h_relu, geglu_hidden=h_geglu,
                      relu_params=pools[("relu", h_relu)]["params"],
                      geglu_params=pools[("geglu", h_geglu)]["params"],
@@ -555,7 +889,14 @@ def analyse_mnist(logs, args, warnings):
             result["param_match"].append(c)
     result["param_match"].sort(key=lambda c: (c["k"], c["relu_hidden"]))
     add_verdicts(result["param_match"], args.alpha)  # a family of its own: its own table
+    for c in result["param_match"]:
+        comparison_notes(c, pools, notes, c["geglu_hidden"], c["relu_hidden"], replace)
     return result
+
+
+def estimator_name(args):
+    return ("Dodge et al., k draws with replacement" if args.estimator == "dodge"
+            else "Tang et al., k distinct trials, unbiased")
 
 
 def log2_hidden_axis(ax, hiddens):
@@ -565,28 +906,37 @@ def log2_hidden_axis(ax, hiddens):
     ax.minorticks_off()
 
 
+def interval_bars(ax, x, lo, hi, color):
+    """Vertical bars from lo to hi (an interval that need not be centred on the plotted point)."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    ax.errorbar(x, (lo + hi) / 2, yerr=(hi - lo) / 2, fmt="none", ecolor=color, capsize=4, lw=1.2)
+
+
 def plot_mnist(res, args, out):
     pools, stats = res["pools"], res["stats"]
     models = sorted({m for m, _ in pools}, key=lambda m: (m != "geglu", m))
     files = []
     for k in args.k:
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
-        for m in models:
+        for i, m in enumerate(models):
             hs = res["hidden"] or sorted(h for mm, h in pools if mm == m)
             hs = [h for h in hs if (m, h) in pools]
-            mean = [stats[(m, h)][k]["bootstrap_test_mean"] for h in hs]
-            sd = [stats[(m, h)][k]["bootstrap_test_sd"] for h in hs]
-            exact = [stats[(m, h)][k]["expected_test"] for h in hs]
+            s = [stats[(m, h)][k] for h in hs]
             color = MODEL_COLORS.get(m)
-            ax.errorbar(hs, mean, yerr=sd, marker="o", capsize=4, color=color, label=model_name(m))
-            ax.plot(hs, exact, ls=":", marker="x", color=color, alpha=0.8,
-                    label=f"{model_name(m)}, exact expectation")
+            x = np.array(hs, float) * 2 ** (0.05 * (i - (len(models) - 1) / 2))  # side by side, bars apart
+            ax.plot(x, [v["expected_test"] for v in s], marker="o", color=color, label=f"{model_name(m)}: expectation")
+            interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s], color)
+            ax.plot(x, [v["bootstrap_test_mean"] for v in s], ls="none", marker="x", color=color, alpha=0.8,
+                    label=f"{model_name(m)}: mean of {args.bootstrap} simulated searches")
         log2_hidden_axis(ax, sorted({h for m in models for h in
                                      (res["hidden"] or [hh for mm, hh in pools if mm == m])}))
         n = max(len(p["val"]) for p in pools.values())
-        ax.set_title(f"Test Accuracy vs Hidden Dimension (k = {k} trials)\n"
-                     f"best of k by validation accuracy; mean ± 1 sd over {args.bootstrap} "
-                     f"simulated searches (pool of {n} trials per point)", fontsize=10)
+        noted = [key for key in pools if res["notes"].get(key)]
+        ax.set_title(f"Test accuracy vs hidden dimension, best of k = {k} trials by validation\n"
+                     f"expected best of k ({estimator_name(args)}; pool of {n} trials per point);\n"
+                     f"bars: 16th-84th percentile of one search's outcome"
+                     + (f"\n{len(noted)} of {len(pools)} pools with notes (trials missing or left out): "
+                        f"see summary.md" if noted else ""), fontsize=9)
         ax.set_xlabel("Hidden dimension")
         ax.set_ylabel("Test accuracy")
         ax.grid(alpha=0.3)
@@ -603,15 +953,11 @@ def plot_mnist(res, args, out):
                 continue
             c, color = res["curves"][(m, h)], MODEL_COLORS.get(m)
             ax.plot(c["k"], c["expected_test"], color=color, label=f"{model_name(m)} test")
-            ax.fill_between(c["k"], c["expected_test"] - c["expected_test_sd"],
-                            c["expected_test"] + c["expected_test_sd"], color=color, alpha=0.2)
+            ax.fill_between(c["k"], c["expected_test_p16"], c["expected_test_p84"], color=color, alpha=0.2)
             ax.plot(c["k"], c["expected_val"], color=color, ls="--", lw=1, label=f"{model_name(m)} val")
-            ax.fill_between(c["k"], c["expected_val"] - c["expected_val_sd"],
-                            c["expected_val"] + c["expected_val_sd"], color=color, alpha=0.07)
+            ax.fill_between(c["k"], c["expected_val_p16"], c["expected_val_p84"], color=color, alpha=0.07)
         for k in args.k:
             ax.axvline(k, color="grey", lw=0.6, ls=":")
-        if ax.get_ylim()[1] > 1.0:  # a +1 sd band may pass 1; accuracy cannot
-            ax.set_ylim(top=1.005)
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_title(f"hidden = {h}")
@@ -626,8 +972,9 @@ def plot_mnist(res, args, out):
             handles.setdefault(label, handle)
     fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8,
                bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle("Expected best-of-k (Dodge et al.): validation accuracy of the best trial (dashed) "
-                 "and test accuracy of that trial (solid), ± 1 sd", fontsize=10)
+    fig.suptitle(f"Expected best-of-k ({estimator_name(args)}): validation accuracy of the best trial "
+                 f"(dashed) and test accuracy of that trial (solid);\nbands: 16th-84th percentile of one "
+                 f"search's outcome", fontsize=10)
     fig.tight_layout()
     files.append(save(fig, out / "mnist_expected_best.png"))
 
@@ -641,13 +988,13 @@ def plot_mnist(res, args, out):
             rows = [c for c in res["param_match"] if c["k"] == k]
             for m, hkey in (("geglu", "geglu_hidden"), ("relu", "relu_hidden")):
                 x = [pools[(m, c[hkey])]["params"] for c in rows]
-                y = [stats[(m, c[hkey])][k]["expected_test"] for c in rows]
-                sd = [stats[(m, c[hkey])][k]["expected_test_sd"] for c in rows]
-                ax.errorbar(x, y, yerr=sd, marker="o", capsize=4, color=MODEL_COLORS.get(m),
-                            label=model_name(m))
-                for xi, yi, c in zip(x, y, rows):
-                    ax.annotate(f"h={c[hkey]}", (xi, yi), textcoords="offset points", xytext=(4, -10),
-                                fontsize=7, color=MODEL_COLORS.get(m))
+                s = [stats[(m, c[hkey])][k] for c in rows]
+                ax.plot(x, [v["expected_test"] for v in s], marker="o", color=MODEL_COLORS.get(m), label=model_name(m))
+                interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s],
+                              MODEL_COLORS.get(m))
+                for xi, v, c in zip(x, s, rows):
+                    ax.annotate(f"h={c[hkey]}", (xi, v["expected_test"]), textcoords="offset points",
+                                xytext=(4, -10), fontsize=7, color=MODEL_COLORS.get(m))
             ax.set_xscale("log", base=2)
             ticks = [pools[("relu", c["relu_hidden"])]["params"] for c in rows]
             ax.set_xticks(ticks)
@@ -658,7 +1005,8 @@ def plot_mnist(res, args, out):
             ax.set_ylabel("expected test accuracy of best of k")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.suptitle("Equal parameter count: expected best-of-k test accuracy ± 1 sd", fontsize=10)
+        fig.suptitle(f"Equal parameter count: expected best-of-k test accuracy ({estimator_name(args)});\n"
+                     f"bars: 16th-84th percentile of one search's outcome", fontsize=10)
         fig.tight_layout()
         files.append(save(fig, out / "mnist_param_match.png"))
     return files
@@ -680,7 +1028,7 @@ def plot_p_improvement(comparisons, hkey, args, title, path):
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("Hidden dimension" if hkey == "hidden" else "ReLU hidden dimension")
     ax.set_ylabel("P(GeGLU > ReLU)")
-    ax.set_title(title + "\n95% interval from resampling seeds", fontsize=10)
+    ax.set_title(title + f"\n{estimator_name(args)}; 95% interval from resampling seeds", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save(fig, path)
@@ -689,8 +1037,20 @@ def plot_p_improvement(comparisons, hkey, args, title, path):
 # ----------------------------------------------------------------------------------------------
 # GPT: runs grouped into configurations
 
+def parse_time(text):
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        return None
+
+
 def gpt_run(log, target_loss, warnings):
-    """One GPT log -> its curves and final numbers."""
+    """One GPT log -> its curves, its final numbers and how it ended.
+
+    A run is finished when its last validation is at its last step (num_iterations) and it ended
+    with status ok (or wrote no done: record after that last step). An unfinished run (killed,
+    interrupted, diverged, out of memory) has no final numbers: its last validation loss is
+    reported as such, never as the final one."""
     steps, config = log["steps"], log["config"]
     name = Path(log["path"]).name
     if log["original"]:
@@ -706,7 +1066,24 @@ def gpt_run(log, target_loss, warnings):
     tokens = lambda s: s["tokens"] if s["tokens"] is not None else s["step"] * batch_tokens
     val = [s for s in steps if s["val_loss"] is not None]
     train = [s for s in steps if s["train_loss"] is not None]
-    done = log["done"]
+    done, total, last_step = log["done"], max(s["total"] for s in steps), steps[-1]["step"]
+    status = done.get("status", "ok") if done else None
+    finished = (status in ("ok", None) and bool(val) and val[-1]["step"] >= total
+                and math.isfinite(val[-1]["val_loss"]))
+    last_val = f"{val[-1]['val_loss']:.4f} at step {val[-1]['step']}" if val else "none"
+    left_out = (f"left out of its group's numbers, drawn dashed (last validation loss: {last_val})")
+    if status not in ("ok", None):
+        ended = f"{status} at step {last_step}/{total}"
+        warnings.append(f"{name}: the run ended with status:{status} at step {last_step}/{total}; {left_out}")
+    elif not finished:
+        ended = f"stopped at step {last_step}/{total}" + ("" if log["original"] else " (no done: record)")
+        warnings.append(f"{name}: " + ("" if log["original"] else "no done: record: ")
+                        + f"the run stopped at step {last_step}/{total} (killed?); {left_out}")
+    else:
+        ended = "finished"
+        if not done and not log["original"]:
+            warnings.append(f"{name}: no done: record, though it reached its last step ({total}); its "
+                            f"numbers are used")
     step_avg = math.nan
     try:
         step_avg = number(done["step_avg"], "ms")
@@ -717,13 +1094,34 @@ def gpt_run(log, target_loss, warnings):
         final_val = number(done["final_val_loss"])
     except (KeyError, BadRecord):
         final_val = val[-1]["val_loss"] if val else math.nan
-    if not done and not log["original"]:
-        warnings.append(f"{name}: no done: record (the run was stopped?); its last lines are used")
-    elif done.get("status", "ok") != "ok":
-        warnings.append(f"{name}: the run ended with status:{done['status']}")
-    run = dict(path=log["path"], name=name, step_avg_ms=step_avg, final_val_loss=final_val,
-               peak_memory_mib=log["peak"].get("allocated_mib", math.nan),
+    world_size = log["run"].get("world_size", config.get("world_size", "?"))
+    changes = []  # what a resume changed, beyond continuing the run
+    for r in log["resumes"]:
+        if r["world_size"] is not None and r["world_size"] != world_size:
+            changes.append(f"world size {world_size} -> {r['world_size']} at step {r['from_step']}")
+        if r["gpu"] is not None and r["gpu"] != log["run"].get("gpu"):
+            changes.append(f"GPU {log['run'].get('gpu')} -> {r['gpu']} at step {r['from_step']}")
+    if any(n.get("code_changed") == "1" for n in log["notices"]):
+        changes.append("the script's code changed at a resume (warning: code_changed:1)")
+    if changes:
+        warnings.append(f"{name}: resumed with {'; '.join(changes)}: its step times mix both")
+    peak = log["peak"]
+    allocated = peak.get("allocated_mib", math.nan)
+    peak_kind = "allocated" if not math.isnan(allocated) else (
+        "max_rss" if not math.isnan(peak.get("max_rss_mib", math.nan)) else None)
+    run = dict(path=log["path"], name=name, finished=finished, status=status, ended=ended,
+               last_step=last_step, total=total,
+               step_avg_ms=step_avg if finished else math.nan, last_step_avg_ms=step_avg,
+               final_val_loss=final_val if finished else math.nan,
+               last_val_loss=val[-1]["val_loss"] if val else math.nan,
+               last_val_step=val[-1]["step"] if val else None,
+               peak_memory_mib=float(allocated if peak_kind == "allocated" else peak.get("max_rss_mib", math.nan)),
+               peak_memory_kind=peak_kind,
                tokens=float(max((tokens(s) for s in steps), default=math.nan)),
+               seed=config.get("seed"), started=parse_time(log["run"].get("started")),
+               gpu=log["run"].get("gpu", "?"), world_size=world_size, torch=log["run"].get("torch"),
+               cuda=log["env"].get("cuda"), host=log["run"].get("host"), code=log["code"],
+               resumed_from=[r["from_step"] for r in log["resumes"]], resume_changes=changes,
                val_step=np.array([s["step"] for s in val]), val_loss=np.array([s["val_loss"] for s in val]),
                val_time_ms=np.array([s["train_time_ms"] for s in val]),
                val_tokens=np.array([tokens(s) for s in val], float),
@@ -754,10 +1152,162 @@ def mean_sd(x):
     return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else math.nan
 
 
+def label_groups(groups):
+    """Short labels: the MLP, plus a letter for the setting (the configuration apart from the
+    MLP) when one MLP was run in several settings; summary.md's key table spells out each
+    setting. An original modded-nanogpt log is labelled by its file name."""
+    settings = {}
+    for g in groups:
+        if not g["original"]:
+            g["setting"] = tuple(sorted((k, v) for k, v in g["config"].items() if k not in GPT_MLP_KEYS))
+            settings.setdefault(g["setting"], chr(ord("A") + len(settings)) if len(settings) < 26
+                                else f"S{len(settings) + 1}")
+    per_mlp = Counter(g["mlp"] for g in groups if not g["original"])
+    lettered = any(n > 1 for n in per_mlp.values())
+    used = Counter()
+    for g in groups:
+        if g["original"]:
+            g["letter"], label = None, Path(g["runs"][0]["name"]).stem
+        else:
+            g["letter"] = settings[g["setting"]]
+            label = f"{g['mlp']} {g['letter']}" if lettered else g["mlp"]
+        used[label] += 1
+        g["label"] = label if used[label] == 1 else f"{label} #{used[label]}"
+    return settings
+
+
+def software_differences(a, b):
+    """What differs between two sets of runs in GPU model, GPU count and software."""
+    out = []
+    for key in ("gpu", "world_size", "torch", "cuda"):
+        va, vb = sorted({str(r[key]) for r in a}), sorted({str(r[key]) for r in b})
+        if va != vb:
+            out.append(f"{key} {','.join(va)} vs {','.join(vb)}")
+    return out
+
+
+def interleaving(runs, base_runs):
+    """How the runs of a group ('c') and of its baseline ('b') followed each other, by start time.
+    Interleaved (c b c b ...: drift of the machine hits both alike), mixed (no sign of blocks),
+    or not interleaved (one group ran first, or the runs come in blocks by an exact runs test)."""
+    if not runs or not base_runs:
+        return dict(verdict="n/a", order=None, runs=None, runs_test_p=None, interleaved=None)
+    starts = [(r["started"], "c") for r in runs] + [(r["started"], "b") for r in base_runs]
+    if any(t is None for t, _ in starts):
+        return dict(verdict="unknown: a log has no start time", order=None, runs=None, runs_test_p=None,
+                    interleaved=None)
+    if len({t for t, _ in starts}) < len(starts):
+        return dict(verdict="unknown: runs share a start time", order=None, runs=None, runs_test_p=None,
+                    interleaved=None)
+    order = "".join(s for _, s in sorted(starts))
+    n_runs = 1 + sum(x != y for x, y in zip(order, order[1:]))
+    most = 2 * min(len(runs), len(base_runs)) + (len(runs) != len(base_runs))
+    p = runs_test_p(order)
+    if n_runs == most:
+        verdict = "interleaved"
+    elif n_runs == 2:
+        verdict = "not interleaved: one group ran first"
+    elif p < 0.05:
+        verdict = f"not interleaved: the runs come in blocks (runs test p={p:.2g})"
+    else:
+        verdict = "mixed (no sign of blocks)"
+    return dict(verdict=verdict, order=order, runs=n_runs, runs_test_p=p, interleaved=not verdict.startswith("not"))
+
+
+def group_curves(runs):
+    """The validation curves of finished runs on a common step grid (every validation step up to
+    the shortest run's last), with loss, training time and tokens interpolated there: (R, S)."""
+    last = min(r["val_step"][-1] for r in runs)
+    step = np.unique(np.concatenate([r["val_step"] for r in runs]))
+    step = step[step <= last].astype(float)
+    at = lambda r, y: np.interp(step, r["val_step"], y)
+    return dict(step=step, loss=np.array([at(r, r["val_loss"]) for r in runs]),
+                time_ms=np.array([at(r, r["val_time_ms"]) for r in runs]),
+                tokens=np.array([at(r, r["val_tokens"]) for r in runs]))
+
+
+def first_reach(curves, level):
+    """Where each row of curves (B, S) first comes down to its level (B,), linear between grid
+    points: (index before, index at, fraction between them; nan where it never does)."""
+    rows = np.arange(len(curves))
+    below = curves <= level[:, None] + 1e-12
+    i = np.argmax(below, axis=1)
+    prev = np.maximum(i - 1, 0)
+    y0, y1 = curves[rows, prev], curves[rows, i]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where((i > 0) & (y0 != y1), (y0 - level) / (y0 - y1), 0.0)
+    return prev, i, np.where(below[rows, i], np.clip(frac, 0, 1), np.nan)
+
+
+def value_at(x, prev, i, frac):
+    rows = np.arange(len(x))
+    return x[rows, prev] + frac * (x[rows, i] - x[rows, prev])
+
+
+def equal_loss(runs, base_runs, rng, resamples):
+    """The step and time difference at which a group and its baseline reach the same loss.
+
+    Each side's mean validation curve (over its finished runs, on a common step grid) is followed
+    until it first comes down to L, the final mean loss of the worse side (the lowest loss both
+    reach); the steps and the mean training time there are compared. Negative: the group gets
+    there first. The 95% interval resamples each side's runs (seeds) with replacement."""
+    if not runs or not base_runs:
+        return None
+    cg, cb = group_curves(runs), group_curves(base_runs)
+
+    def estimate(ig, ib):  # run indices (B, R) of each side -> level and (steps, time) per side
+        lg, lb = cg["loss"][ig].mean(axis=1), cb["loss"][ib].mean(axis=1)
+        level = np.maximum(lg[:, -1], lb[:, -1])
+        sides = []
+        for c, loss, idx in ((cg, lg, ig), (cb, lb, ib)):
+            prev, i, frac = first_reach(loss, level)
+            sides.append((value_at(np.broadcast_to(c["step"], loss.shape), prev, i, frac),
+                          value_at(c["time_ms"][idx].mean(axis=1), prev, i, frac)))
+        return level, sides
+
+    level, ((sg, tg), (sb, tb)) = estimate(np.arange(len(runs))[None], np.arange(len(base_runs))[None])
+    out = dict(loss=float(level[0]), steps=float(sg[0]), baseline_steps=float(sb[0]),
+               delta_steps=float(sg[0] - sb[0]), time_ms=float(tg[0]), baseline_time_ms=float(tb[0]),
+               delta_time_ms=float(tg[0] - tb[0]), delta_steps_ci95=[math.nan, math.nan],
+               delta_time_ms_ci95=[math.nan, math.nan], resamples=0)
+    if max(len(runs), len(base_runs)) > 1:  # with one run a side there is no seed spread to show
+        _, ((sg, tg), (sb, tb)) = estimate(rng.integers(0, len(runs), (resamples, len(runs))),
+                                           rng.integers(0, len(base_runs), (resamples, len(base_runs))))
+        for key, d in (("delta_steps_ci95", sg - sb), ("delta_time_ms_ci95", tg - tb)):
+            d = d[~np.isnan(d)]
+            if len(d):
+                out[key] = [float(v) for v in np.percentile(d, [2.5, 97.5])]
+        out["resamples"] = resamples
+    return out
+
+
+def record_rule(losses, target, alpha):
+    """The speedrun's rule for a loss claim: mean final validation loss below the target by a
+    one-sided one-sample t-test at p < alpha; and the runs needed at the observed mean and sd."""
+    losses = [x for x in losses if not math.isnan(x)]
+    mean, sd = mean_sd(losses)
+    t, p = one_sample_below(losses, target)
+    needed = runs_needed(mean, sd, target, alpha) if len(losses) > 1 else None
+    if not losses:
+        verdict = "no finished run"
+    elif len(losses) < 2:
+        verdict = "not testable (1 run)"
+    elif mean >= target:
+        verdict = f"fails: mean not below {target}"
+    elif p < alpha:
+        verdict = "passes"
+    else:
+        verdict = "not yet"
+    return dict(target=target, alpha=alpha, n=len(losses), mean=mean, sd=sd, t=t, p_value=p, verdict=verdict,
+                runs_needed=needed, more_runs_needed=None if needed is None else max(0, needed - len(losses)))
+
+
 def analyse_gpt(logs, args, warnings):
-    groups = {}
+    rng = np.random.default_rng(args.seed)
+    groups, runs = {}, []
     for log in logs:
         run = gpt_run(log, args.target_loss, warnings)
+        runs.append(run)
         if log["original"]:
             # The public record is the relu2 ModernArch; nothing in the file says so.
             warnings.append(f"{run['name']}: no config: record (original modded-nanogpt log): "
@@ -769,63 +1319,111 @@ def analyse_gpt(logs, args, warnings):
             config["gpu"] = log["run"].get("gpu", "?")  # step time is a property of the hardware
             key = tuple(sorted(config.items()))
         g = groups.setdefault(key, dict(key=key, config=config, mlp=config.get("mlp", "?"),
-                                        original=log["original"], runs=[]))
+                                        original=log["original"], runs=[], notes=[]))
         g["runs"].append(run)
     groups = list(groups.values())
-    for g in groups:  # labels: the mlp, plus whatever tells same-mlp groups apart
-        same = [o for o in groups if o["mlp"] == g["mlp"] and not o["original"]]
-        if g["original"]:
-            g["label"] = f"{Path(g['runs'][0]['name']).stem} (relu2, assumed)"
-        elif len(same) == 1:
-            g["label"] = g["mlp"]
-        else:
-            differ = sorted(k for k in g["config"] if len({str(o["config"].get(k)) for o in same}) > 1)
-            g["label"] = g["mlp"] + " " + " ".join(f"{k}:{g['config'].get(k)}" for k in differ)
-    rows = []
+    settings = label_groups(groups)
     for g in groups:
-        runs = g["runs"]
-        row = dict(label=g["label"], mlp=g["mlp"], runs=len(runs), files=[r["path"] for r in runs],
-                   original_log=g["original"])
-        row["step_avg_ms_mean"], row["step_avg_ms_sd"] = mean_sd([r["step_avg_ms"] for r in runs])
-        row["final_val_loss_mean"], row["final_val_loss_sd"] = mean_sd([r["final_val_loss"] for r in runs])
-        row["peak_memory_mib"], row["peak_memory_mib_sd"] = mean_sd([r["peak_memory_mib"] for r in runs])
-        row["tokens"] = mean_sd([r["tokens"] for r in runs])[0]
-        reached = [r for r in runs if not math.isnan(r["time_to_target_ms"])]
-        row["runs_reaching_target"] = len(reached)
-        all_reached = len(reached) == len(runs)  # a mean over the lucky runs only would flatter
-        row["time_to_target_ms"] = mean_sd([r["time_to_target_ms"] for r in runs])[0] if all_reached else math.nan
-        row["tokens_to_target"] = mean_sd([r["tokens_to_target"] for r in runs])[0] if all_reached else math.nan
-        base, differs = None, []
-        relu2 = [o for o in groups if o["mlp"] == "relu2" and not o["original"]]
-        if g["mlp"] != "relu2" and not g["original"] and relu2:
-            # The baseline is the relu2 group that differs only in the MLP; failing that, the
-            # one that differs in the fewest other keys, named in the table and a warning.
-            def other_differences(o):
-                keys = (set(o["config"]) | set(g["config"])) - GPT_MLP_KEYS
-                return sorted(k for k in keys if o["config"].get(k) != g["config"].get(k))
-            base = min(relu2, key=lambda o: len(other_differences(o)))
-            differs = other_differences(base)
-            if differs:
-                warnings.append(f"{g['label']}: no relu2 group differs from it only in the MLP; "
-                                f"compared with {base['label']}, which also differs in {', '.join(differs)}")
-        row["baseline"] = base["label"] if base else None
-        row["baseline_also_differs_in"] = differs
-        row["step_avg_change_pct"] = row["final_val_loss_change"] = row["peak_memory_change_pct"] = math.nan
-        row["step_avg_p_value"] = row["final_val_loss_p_value"] = math.nan
-        if base:
-            bm = mean_sd([r["step_avg_ms"] for r in base["runs"]])[0]
-            row["step_avg_change_pct"] = 100 * (row["step_avg_ms_mean"] / bm - 1)
-            row["final_val_loss_change"] = row["final_val_loss_mean"] - mean_sd(
-                [r["final_val_loss"] for r in base["runs"]])[0]
-            row["peak_memory_change_pct"] = 100 * (row["peak_memory_mib"] / mean_sd(
-                [r["peak_memory_mib"] for r in base["runs"]])[0] - 1)
-            row["step_avg_p_value"] = welch([r["step_avg_ms"] for r in runs],
-                                            [r["step_avg_ms"] for r in base["runs"]])[2]
-            row["final_val_loss_p_value"] = welch([r["final_val_loss"] for r in runs],
-                                                  [r["final_val_loss"] for r in base["runs"]])[2]
-        rows.append(row)
+        for r in g["runs"]:
+            r["label"] = g["label"]
+        done = [r for r in g["runs"] if r["finished"]]
+        if len(done) < len(g["runs"]):
+            ended = Counter(r["ended"].split(" at ")[0] for r in g["runs"] if not r["finished"])
+            g["notes"].append(f"{g['label']}: {len(g['runs']) - len(done)} of {len(g['runs'])} runs did not finish "
+                              f"({', '.join(f'{n} {e}' for e, n in ended.items())}); its numbers are over the "
+                              f"{len(done)} that did")
+        mixed = [key for key in ("torch", "cuda") if len({r[key] for r in g["runs"]}) > 1]
+        if mixed:
+            text = f"{g['label']}: its runs used different software ({', '.join(mixed)})"
+            warnings.append(text)
+            g["notes"].append(text)
+        if len({r["code"] for r in g["runs"]}) > 1:
+            text = (f"{g['label']}: its runs are of different code (the script source in their headers "
+                    f"differs: {len({r['code'] for r in g['runs']})} versions)")
+            warnings.append(text)
+            g["notes"].append(text)
+        for r in g["runs"]:
+            if r["resume_changes"]:
+                g["notes"].append(f"{r['name']}: resumed with {'; '.join(r['resume_changes'])}")
+    rows = [group_row(g, groups, args, warnings, rng) for g in groups]
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["mlp"] != "relu2", rows[i]["label"]))
-    return dict(groups=[groups[i] for i in order], rows=[rows[i] for i in order])
+    runs.sort(key=lambda r: (r["started"] is None, r["started"] or 0, r["path"]))
+    return dict(groups=[groups[i] for i in order], rows=[rows[i] for i in order], runs=runs, settings=settings)
+
+
+def group_row(g, groups, args, warnings, rng):
+    """One group's numbers over its finished runs, and its comparison with the relu2 baseline."""
+    runs = [r for r in g["runs"] if r["finished"]]
+    row = dict(label=g["label"], mlp=g["mlp"], setting=g["letter"], runs=len(runs),
+               unfinished_runs=len(g["runs"]) - len(runs), files=[r["path"] for r in g["runs"]],
+               original_log=g["original"], gpu=g["runs"][0]["gpu"], world_size=g["runs"][0]["world_size"],
+               torch=sorted({str(r["torch"]) for r in g["runs"]}),
+               resumed_runs=sum(1 for r in g["runs"] if r["resumed_from"]))
+    row["step_avg_ms_mean"], row["step_avg_ms_sd"] = mean_sd([r["step_avg_ms"] for r in runs])
+    row["final_val_loss_mean"], row["final_val_loss_sd"] = mean_sd([r["final_val_loss"] for r in runs])
+    row["peak_memory_mib"], row["peak_memory_mib_sd"] = mean_sd([r["peak_memory_mib"] for r in runs])
+    row["peak_memory_kind"] = ",".join(sorted({r["peak_memory_kind"] for r in runs if r["peak_memory_kind"]})) or None
+    row["tokens"] = mean_sd([r["tokens"] for r in runs])[0]
+    reached = [r for r in runs if not math.isnan(r["time_to_target_ms"])]
+    row["runs_reaching_target"] = len(reached)
+    all_reached = bool(runs) and len(reached) == len(runs)  # a mean over the lucky runs only would flatter
+    row["time_to_target_ms"] = mean_sd([r["time_to_target_ms"] for r in runs])[0] if all_reached else math.nan
+    row["tokens_to_target"] = mean_sd([r["tokens_to_target"] for r in runs])[0] if all_reached else math.nan
+    row["record_rule"] = record_rule([r["final_val_loss"] for r in runs], args.target_loss, args.record_alpha)
+    notes = []  # about the comparison with the baseline; the group's own are in g["notes"]
+    base, differs = None, []
+    relu2 = [o for o in groups if o["mlp"] == "relu2" and not o["original"]]
+    if g["mlp"] != "relu2" and not g["original"] and relu2:
+        # The baseline is the relu2 group that differs only in the MLP; failing that, the
+        # one that differs in the fewest other keys, named in the table and a warning.
+        def other_differences(o):
+            keys = (set(o["config"]) | set(g["config"])) - GPT_MLP_KEYS
+            return sorted(k for k in keys if o["config"].get(k) != g["config"].get(k))
+        base = min(relu2, key=lambda o: len(other_differences(o)))
+        differs = other_differences(base)
+        if differs:
+            warnings.append(f"{g['label']}: no relu2 group differs from it only in the MLP; "
+                            f"compared with {base['label']}, which also differs in {', '.join(differs)}")
+            notes.append(f"{g['label']}: its baseline {base['label']} also differs in {', '.join(differs)}")
+    row["baseline"] = base["label"] if base else None
+    row["baseline_also_differs_in"] = differs
+    row["step_avg_change_pct"] = row["final_val_loss_change"] = row["peak_memory_change_pct"] = math.nan
+    row["step_avg_p_value"] = row["final_val_loss_p_value"] = math.nan
+    row["same_machine"], row["machine_differences"], row["interleaving"], row["equal_loss"] = None, [], None, None
+    if base:
+        base_runs = [r for r in base["runs"] if r["finished"]]
+        bm = mean_sd([r["step_avg_ms"] for r in base_runs])[0]
+        row["step_avg_change_pct"] = 100 * (row["step_avg_ms_mean"] / bm - 1)
+        row["final_val_loss_change"] = row["final_val_loss_mean"] - mean_sd(
+            [r["final_val_loss"] for r in base_runs])[0]
+        row["peak_memory_change_pct"] = 100 * (row["peak_memory_mib"] / mean_sd(
+            [r["peak_memory_mib"] for r in base_runs])[0] - 1)
+        row["step_avg_p_value"] = welch([r["step_avg_ms"] for r in runs],
+                                        [r["step_avg_ms"] for r in base_runs])[2]
+        row["final_val_loss_p_value"] = welch([r["final_val_loss"] for r in runs],
+                                              [r["final_val_loss"] for r in base_runs])[2]
+        row["machine_differences"] = software_differences(g["runs"], base["runs"])
+        row["same_machine"] = not row["machine_differences"]
+        if row["machine_differences"]:
+            text = (f"{g['label']} vs {base['label']}: not the same GPU model and software "
+                    f"({'; '.join(row['machine_differences'])}): the step-time change is not like for like")
+            warnings.append(text)
+            notes.append(text)
+        if {r["code"] for r in g["runs"]} != {r["code"] for r in base["runs"]}:
+            text = f"{g['label']} vs {base['label']}: different code (the script source in the headers differs)"
+            warnings.append(text)
+            notes.append(text)
+        row["interleaving"] = interleaving(runs, base_runs)
+        if row["interleaving"]["interleaved"] is False:
+            text = (f"{g['label']} vs {base['label']}: {row['interleaving']['verdict']} (start order "
+                    f"{row['interleaving']['order']}, c = {g['label']}, b = {base['label']}): drift of the "
+                    f"machine can pass for a speed difference; see gpt_run_order.png")
+            warnings.append(text)
+            notes.append(text)
+        row["equal_loss"] = equal_loss(runs, base_runs, rng, args.resamples)
+    row["group_notes"], row["comparison_notes"] = list(g["notes"]), notes
+    row["notes"] = row["group_notes"] + notes
+    return row
 
 
 def smooth(y, window):
@@ -836,61 +1434,171 @@ def smooth(y, window):
     return np.arange(window // 2, window // 2 + len(y) - window + 1), np.convolve(y, kernel, "valid")
 
 
-def plot_gpt(res, args, out):
-    groups, rows = res["groups"], res["rows"]
-    colors = {g["label"]: f"C{i % 10}" for i, g in enumerate(groups)}
-    files = []
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    all_loss = np.concatenate([r["val_loss"] for g in groups for r in g["runs"]] or [np.array([np.nan])])
-    for g in groups:
-        for j, r in enumerate(g["runs"]):
-            label = f"{g['label']} ({len(g['runs'])} run{'s' * (len(g['runs']) > 1)})" if j == 0 else None
-            for ax, x in zip(axes, (r["val_step"], r["val_time_ms"] / 1000, r["val_tokens"] / 1e9)):
-                ax.plot(x, r["val_loss"], color=colors[g["label"]], marker=".", ms=3, lw=1, label=label)
-    finite = all_loss[np.isfinite(all_loss)]
-    for ax, xl in zip(axes, ("step", "training time (s, validation excluded)", "training tokens (billions)")):
-        ax.axhline(args.target_loss, color="grey", ls="--", lw=0.8)
-        ax.set_xlabel(xl)
-        ax.set_ylabel("validation loss")
-        ax.grid(alpha=0.3)
-        if len(finite):  # the first points (loss ~11-16) would squash the part that matters
-            low = min(finite.min(), args.target_loss)
-            ax.set_ylim(low - 0.05, min(finite.max(), low + 2.5) + 0.05)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"Validation loss (dashed: target {args.target_loss})", fontsize=11)
-    fig.tight_layout()
-    files.append(save(fig, out / "gpt_val_loss.png"))
+# Mantissas of tick values within a decade, densest first: a loss axis takes the densest set that
+# puts at most 9 ticks in its range (so 3.5 and 3.3 get labels; matplotlib's own log locator labels
+# only the decades, nothing between 1 and 10).
+TICK_MANTISSAS = [np.round(np.arange(1, 10, step), 2) for step in (0.01, 0.02, 0.05, 0.1)] + [
+    [1, 1.2, 1.4, 1.6, 1.8, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9], [1, 1.5, 2, 3, 4, 5, 6, 8], [1, 2, 5], [1]]
 
+
+def loss_ticks(lo, hi, most=9):
+    """Round tick values for a log-scaled loss axis from lo to hi: the densest set of TICK_MANTISSAS
+    with at most `most` of them, plus one or two finer ones near the bottom, where the final
+    losses are, when it has none in the bottom eighth of the axis."""
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    within = lambda mantissas, a, b: sorted({float(round(m * 10.0 ** e, 10)) for e in decades for m in mantissas
+                                             if a <= m * 10.0 ** e <= b})
+    ticks = next((t for t in (within(m, lo, hi) for m in TICK_MANTISSAS) if len(t) <= most), within([1], lo, hi))
+    bottom = lo * (hi / lo) ** 0.12
+    if not any(t <= bottom for t in ticks):
+        ticks += next((t for t in (within(m, lo, bottom) for m in TICK_MANTISSAS) if len(t) <= 2), [])
+    return sorted(ticks)
+
+
+def log_loss_axis(ax, lo, hi):
+    """A log-scaled loss axis from lo (rounded down to 2 digits, and labelled: the final losses sit
+    there) to hi, with round ticks between."""
+    step = 10.0 ** (math.floor(math.log10(lo)) - 1)
+    lo = math.floor(lo / step) * step
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    ticks = loss_ticks(lo, hi)
+    if not ticks or math.log(ticks[0] / lo) > 0.04 * math.log(hi / lo):  # unless a tick sits right there
+        ticks = [round(lo, 10)] + ticks
+    ax.yaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def group_colors(groups):
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    return {g["label"]: cmap(i % cmap.N) for i, g in enumerate(groups)}
+
+
+def plot_gpt(res, args, out):
+    groups, colors = res["groups"], group_colors(res["groups"])
+    files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out),
+             plot_step_time(res["rows"], colors, out)]
+    order = plot_run_order(res, colors, out)
+    return files + ([order] if order else [])
+
+
+def plot_val_loss(groups, colors, args, out):
+    """Validation loss against step, training time and tokens: per group the mean over its
+    finished runs with a +-1 sd band, every run faint (unfinished runs dashed); the top row shows
+    the whole run on a log axis, the bottom row the second half on a linear one."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.4))
+    most_tokens = max((float(np.nanmax(r["val_tokens"], initial=0)) for g in groups for r in g["runs"]), default=0)
+    scale, unit = next((s, u) for s, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"), (1, ""))
+                       if most_tokens >= s or s == 1)
+    axis_x = (("step", lambda r: r["val_step"], lambda c: c["step"]),
+              ("training time (s, validation excluded)", lambda r: r["val_time_ms"] / 1000,
+               lambda c: c["time_ms"].mean(axis=0) / 1000),
+              (f"training tokens ({unit})" if unit else "training tokens", lambda r: r["val_tokens"] / scale,
+               lambda c: c["tokens"].mean(axis=0) / scale))
+    handles, x_max = [], [0.0, 0.0, 0.0]
+    for g in groups:
+        color, finished = colors[g["label"]], [r for r in g["runs"] if r["finished"]]
+        curves = group_curves(finished) if finished else None
+        for col, (_, run_x, curve_x) in enumerate(axis_x):
+            for r in g["runs"]:
+                x_max[col] = max(x_max[col], float(np.nanmax(run_x(r), initial=0)))
+                for ax in axes[:, col]:
+                    ax.plot(run_x(r), r["val_loss"], color=color, lw=0.8, alpha=0.3 if r["finished"] else 0.7,
+                            ls="-" if r["finished"] else "--")
+                    if not r["finished"] and len(r["val_loss"]):  # where it stopped
+                        ax.plot(run_x(r)[-1:], r["val_loss"][-1:], color=color, marker="x", ms=6, alpha=0.8)
+            if curves is None:
+                if col == 0:  # in the legend all the same, by its dashed runs
+                    handles.append((matplotlib.lines.Line2D([], [], color=color, ls="--"),
+                                    f"{g['label']}: no finished run ({len(g['runs'])} unfinished)"))
+                continue
+            mean, x = curves["loss"].mean(axis=0), curve_x(curves)
+            for ax in axes[:, col]:
+                line, = ax.plot(x, mean, color=color, lw=1.8)
+                if len(finished) > 1:
+                    sd = curves["loss"].std(axis=0, ddof=1)
+                    ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+            if col == 0:
+                unfinished = len(g["runs"]) - len(finished)
+                handles.append((line, f"{g['label']}: mean of {len(finished)} run{'s' * (len(finished) != 1)}"
+                                + (f" (+{unfinished} unfinished)" if unfinished else "")))
+    values = np.concatenate([r["val_loss"] for g in groups for r in g["runs"]])
+    values = values[np.isfinite(values)]
+    for col, (xlabel, run_x, _) in enumerate(axis_x):
+        for row, ax in enumerate(axes[:, col]):
+            ax.axhline(args.target_loss, color="grey", ls=":", lw=0.9)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("validation loss" + (" (log scale)" if row == 0 else ""))
+            ax.grid(alpha=0.3, which="major")
+        if len(values) == 0:
+            continue
+        lo, hi = min(values.min(), args.target_loss), values.max()
+        log_loss_axis(axes[0, col], lo * 0.98, hi * 1.03)
+        # the second half of every finished run, where the runs are told apart
+        runs = ([r for g in groups for r in g["runs"] if r["finished"]]
+                or [r for g in groups for r in g["runs"] if len(r["val_loss"]) > 1])
+        if not runs:
+            continue
+        x0 = min(float(np.nanmax(run_x(r))) / 2 for r in runs)
+        late = np.concatenate([r["val_loss"][run_x(r) >= np.nanmax(run_x(r)) / 2] for r in runs])
+        late = late[np.isfinite(late)]
+        if len(late) and x_max[col] > 0:
+            lo, hi = late.min(), late.max()
+            if lo - (hi - lo) <= args.target_loss <= hi + (hi - lo):  # show the target when it is near
+                lo, hi = min(lo, args.target_loss), max(hi, args.target_loss)
+            pad = max(0.02 * (hi - lo), 1e-3)
+            axes[1, col].set_xlim(x0, x_max[col] * 1.01)
+            axes[1, col].set_ylim(lo - pad, hi + pad)
+    axes[0, 1].set_title("whole run (log scale)", fontsize=10)
+    axes[1, 1].set_title("second half of every run", fontsize=10)
+    fig.legend([h for h, _ in handles], [l for _, l in handles], loc="lower center", fontsize=8,
+               ncol=min(4, max(1, len(handles))), bbox_to_anchor=(0.5, -0.01 - 0.025 * math.ceil(len(handles) / 4)))
+    fig.suptitle(f"Validation loss: per group the mean over its finished runs, band ± 1 sd over seeds "
+                 f"(interpolated to common steps);\nfaint: single runs (dashed, x at the last point: unfinished); dotted: target "
+                 f"{args.target_loss}", fontsize=10)
+    fig.tight_layout()
+    return save(fig, out / "gpt_val_loss.png")
+
+
+def plot_train_loss(groups, colors, out):
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    smoothed_max = 0.0
+    smoothed_max, smoothed_min, windows = 0.0, math.inf, set()
     for g in groups:
         for j, r in enumerate(g["runs"]):
             if len(r["train_loss"]) == 0:
                 continue
             window = max(1, len(r["train_loss"]) // 50)
+            windows.add(window)
             idx, y = smooth(r["train_loss"], window)
-            smoothed_max = max(smoothed_max, float(np.nanmax(y)))
+            finite = y[np.isfinite(y)]
+            if len(finite):
+                smoothed_max, smoothed_min = max(smoothed_max, finite.max()), min(smoothed_min, finite.min())
             color = colors[g["label"]]
             ax.plot(r["train_step"], r["train_loss"], color=color, alpha=0.12, lw=0.5)
-            ax.plot(r["train_step"][idx], y, color=color, lw=1.2,
-                    label=f"{g['label']} (moving average of {window} steps)" if j == 0 else None)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+            ax.plot(r["train_step"][idx], y, color=color, lw=1.2, ls="-" if r["finished"] else "--",
+                    label=f"{g['label']} ({len(g['runs'])} run{'s' * (len(g['runs']) > 1)})" if j == 0 else None)
     if smoothed_max > 0:  # the first steps (loss ~11-16) would squash the rest
-        ax.set_ylim(top=smoothed_max * 1.15)
+        log_loss_axis(ax, smoothed_min * 0.95, smoothed_max * 1.15)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (log scale)")
-    ax.set_title("Training loss (faint: every step)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    files.append(save(fig, out / "gpt_train_loss.png"))
+    ax.set_title("Training loss at every step (too few steps to average)" if windows <= {1} else
+                 f"Training loss: faint every step, solid a centred moving average over "
+                 f"{'/'.join(map(str, sorted(windows)))} steps (1/50 of the run)", fontsize=10)
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
+    return save(fig, out / "gpt_train_loss.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+
+def plot_step_time(rows, colors, out):
+    fig, axes = plt.subplots(1, 2, figsize=(max(11, 0.8 * len(rows) + 6), 4.6))
     labels = [r["label"] for r in rows]
     x = np.arange(len(rows))
-    for ax, key, ylabel in ((axes[0], "step_avg_ms", "step_avg (ms)"),
-                            (axes[1], "peak_memory_mib", "peak memory allocated (MiB)")):
+    kinds = {r["peak_memory_kind"] for r in rows if r["peak_memory_kind"]}
+    memory_label = {frozenset({"allocated"}): "peak memory allocated, CUDA (MiB)",
+                    frozenset({"max_rss"}): "peak memory: process max_rss, CPU (MiB)"}.get(
+        frozenset(kinds), "peak memory (MiB; rss: CPU max_rss)")
+    for ax, key, ylabel in ((axes[0], "step_avg_ms", "step_avg (ms)"), (axes[1], "peak_memory_mib", memory_label)):
         mean = np.array([r[key + "_mean"] if key + "_mean" in r else r[key] for r in rows], float)
         sd = np.array([r[key + "_sd"] for r in rows], float)
         ax.bar(x, np.nan_to_num(mean), color=[colors[l] for l in labels])
@@ -900,16 +1608,65 @@ def plot_gpt(res, args, out):
             ax.set_ylim(0, 1)
             ax.set_yticks([])
         for xi, m, r in zip(x, mean, rows):
-            ax.annotate("not logged" if math.isnan(m) else f"{m:.1f}\nn={r['runs']}", (xi, np.nan_to_num(m)),
-                        ha="center", va="bottom", fontsize=8, xytext=(0, 3), textcoords="offset points")
+            rss = " rss" if key == "peak_memory_mib" and r["peak_memory_kind"] == "max_rss" and len(kinds) > 1 else ""
+            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.1f}{rss}\nn={r['runs']}"
+            ax.annotate(text, (xi, np.nan_to_num(m)), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
+                        textcoords="offset points")
         ax.set_xticks(x)
-        ax.set_xticklabels(labels, rotation=15, ha="right", fontsize=8)
+        ax.set_xticklabels(labels, rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center",
+                           fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Step time and peak memory per group: mean ± 1 sd over runs (no bar: one run)", fontsize=11)
+        ax.margins(y=0.15)
+    fig.suptitle("Step time and peak memory per group: mean ± 1 sd over its finished runs (no bar: one run)",
+                 fontsize=11)
     fig.tight_layout()
-    files.append(save(fig, out / "gpt_step_time.png"))
-    return files
+    return save(fig, out / "gpt_step_time.png")
+
+
+def plot_run_order(res, colors, out):
+    """step_avg of every finished run against the order the runs were started in: one panel per
+    comparison (a group and its relu2 baseline), or per GPU model and count when nothing is
+    compared. A trend across a panel is drift of the machine, which only interleaved runs
+    (c b c b ...) share out evenly."""
+    timed = lambda rs: [r for r in rs if r["started"] is not None and r["finished"] and not math.isnan(r["step_avg_ms"])]
+    by_label = {g["label"]: g for g in res["groups"]}
+    panels = [(f"{r['label']} vs {r['baseline']}\n{r['interleaving']['verdict']}"
+               + ("" if r["same_machine"] else "; not the same GPU/software"),
+               timed(by_label[r["label"]]["runs"] + by_label[r["baseline"]]["runs"]))
+              for r in res["rows"] if r["baseline"]]
+    if not panels:
+        machines = sorted({(str(r["gpu"]), str(r["world_size"])) for r in timed(res["runs"])})
+        panels = [(f"{'CPU' if m[0] == 'none' else 'GPU ' + m[0]} x {m[1]}", [r for r in timed(res["runs"]) if (str(r["gpu"]), str(r["world_size"])) == m])
+                  for m in machines]
+    panels = [(title, rs) for title, rs in panels if rs]
+    if not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.9 * nrows), squeeze=False)
+    for ax, (title, rs) in zip(axes.flat, panels):
+        rs = sorted(rs, key=lambda r: (r["started"], r["path"]))
+        for label in dict.fromkeys(r["label"] for r in rs):
+            idx = [i for i, r in enumerate(rs) if r["label"] == label]
+            ax.plot(np.array(idx) + 1, [rs[i]["step_avg_ms"] for i in idx], marker="o", ms=5, lw=0.8,
+                    color=colors[label], label=label)
+        if len(rs) <= 12:
+            ax.set_xticks(range(1, len(rs) + 1))
+            ax.set_xticklabels([f"{i}\n{r['started']:%H:%M}" for i, r in enumerate(rs, 1)], fontsize=8)
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("run, in the order started" + (" (UTC start time)" if len(rs) <= 12 else ""), fontsize=9)
+        ax.set_ylabel("step_avg (ms)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("step_avg against run order: a trend is drift of the machine, which only interleaved runs "
+                 "share evenly", fontsize=11)
+    fig.tight_layout()
+    return save(fig, out / "gpt_run_order.png")
 
 
 def save(fig, path):
@@ -925,26 +1682,47 @@ def fmt(x, spec=".4f", none="n/a"):
     return none if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def fmt_interval(ci, spec, scale=1.0):
+    return "" if ci is None or any(v is None or math.isnan(v) for v in ci) else \
+        f" [{format(ci[0] * scale, spec)}, {format(ci[1] * scale, spec)}]"
+
+
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def noted_table(header, rows, notes_per_row):
+    """A markdown table with a 'notes' column of footnote numbers, the footnotes listed under it
+    (no column when no row has a note)."""
+    texts, marks = [], []
+    for notes in notes_per_row:
+        for n in notes:
+            if n not in texts:
+                texts.append(n)
+        marks.append(" ".join(f"[{texts.index(n) + 1}]" for n in dict.fromkeys(notes)))
+    if not texts:
+        return markdown_table(header, rows)
+    return (markdown_table(header + ["notes"], [list(r) + [m] for r, m in zip(rows, marks)]) + "\n\n"
+            + "\n".join(f"- [{i}] {t}" for i, t in enumerate(texts, 1)))
+
+
 def mnist_markdown(res, args):
-    pools, stats = res["pools"], res["stats"]
+    pools, stats, notes = res["pools"], res["stats"], res["notes"]
     out = ["## MNIST", "",
            "Pool of trials per model and hidden size (every batch size, learning rate and seed):", "",
-           markdown_table(["model", "hidden", "params", "trials", "seeds", "best val", "test of best val"],
-                          [[model_name(m), h, fmt(p["params"], ".0f"), len(p["val"]), len(set(p["seed"])),
-                            fmt(p["val"].max()), fmt(p["test"][np.argmax(p["val"])])]
-                           for (m, h), p in pools.items()]), "",
+           noted_table(["model", "hidden", "params", "trials", "seeds", "best val", "test of best val"],
+                       [[model_name(m), h, fmt(p["params"], ".0f"), len(p["val"]), len(set(p["seed"])),
+                         fmt(p["val"].max()), fmt(p["test"][np.argmax(p["val"])])]
+                        for (m, h), p in pools.items()], [notes.get(key, []) for key in pools]), "",
            f"Best of k by validation accuracy, test accuracy of the selected trial: exact expectation "
-           f"± sd (Dodge et al.) and {args.bootstrap} simulated searches (mean ± sd); expected best "
-           f"validation accuracy beside it:", "",
-           markdown_table(["k", "model", "hidden", "E[test] ± sd", "bootstrap ± sd", "E[val] ± sd"],
+           f"± sd ({estimator_name(args)}), the central 68% of a search's outcomes (16th-84th percentile), "
+           f"and {args.bootstrap} simulated searches (mean ± sd); expected best validation accuracy beside it:", "",
+           markdown_table(["k", "model", "hidden", "E[test] ± sd", "16th-84th pct", "bootstrap ± sd", "E[val] ± sd"],
                           [[k, model_name(m), h,
                             f"{fmt(s['expected_test'])} ± {fmt(s['expected_test_sd'])}",
+                            f"{fmt(s['expected_test_p16'])}-{fmt(s['expected_test_p84'])}",
                             f"{fmt(s['bootstrap_test_mean'])} ± {fmt(s['bootstrap_test_sd'])}",
                             f"{fmt(s['expected_val'])} ± {fmt(s['expected_val_sd'])}"]
                            for k in args.k for (m, h) in pools for s in [stats[(m, h)][k]]])]
@@ -952,12 +1730,15 @@ def mnist_markdown(res, args):
         out += ["", f"Verdict: P(GeGLU > ReLU) for the test accuracy of the validation-selected best of "
                 f"k (ties count half); 95% interval from {args.resamples} seed-bootstrap resamples; "
                 f"p from {args.resamples} random swaps of the paired GeGLU/ReLU trials, Holm-corrected "
-                f"over the {len(res['comparisons'])} comparisons (family-wise alpha {args.alpha}):", "",
+                f"over the {len(res['comparisons'])} comparisons (family-wise alpha {args.alpha}). "
+                f"E[test] is the mean outcome, P how often one search ends higher: they can disagree "
+                f"(see the notes):", "",
                 comparison_table(res["comparisons"], False), "",
                 "The study's claim check (mean over hidden sizes of the expected best-of-k test accuracy):",
                 "", markdown_table(["k", "GeGLU mean", "ReLU mean", "study's check"],
                                    [[c["k"], fmt(c["geglu_mean_test"]), fmt(c["relu_mean_test"]),
-                                     "agrees with claim" if c["agrees_with_claim"] else "disagrees with claim"]
+                                     {True: "agrees with claim", False: "disagrees with claim"}.get(
+                                         c["agrees_with_claim"], "n/a")]
                                     for c in res["claim"]])]
     if res["param_match"]:
         out += ["", "Equal parameter count (each ReLU size against the GeGLU size with the closest "
@@ -977,70 +1758,150 @@ def comparison_table(comparisons, param_match):
                              f"{fmt(c['p_geglu_better'], '.3f')} [{fmt(c['ci95'][0], '.3f')}, "
                              f"{fmt(c['ci95'][1], '.3f')}]",
                              fmt(c["p_value"], ".4f"), fmt(c["p_adjusted"], ".4f"), c["verdict"]])
-    return markdown_table(header, rows)
+    return noted_table(header, rows, [c["notes"] for c in comparisons])
+
+
+def pct(x):
+    return fmt(x, "+.1f", "") + ("%" if not math.isnan(x) else "")
 
 
 def gpt_markdown(res, args):
-    rows = []
-    for r in res["rows"]:
-        rows.append([r["label"], r["runs"], f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {fmt(r['step_avg_ms_sd'], '.2f')}",
-                     fmt(r["step_avg_change_pct"], "+.1f", "") + ("%" if not math.isnan(r["step_avg_change_pct"]) else ""),
-                     fmt(r["step_avg_p_value"], ".2g", ""),
-                     f"{fmt(r['final_val_loss_mean'])} ± {fmt(r['final_val_loss_sd'])}",
-                     fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g", ""),
-                     fmt(r["peak_memory_mib"], ".0f"),
-                     fmt(r["peak_memory_change_pct"], "+.1f", "") + ("%" if not math.isnan(r["peak_memory_change_pct"]) else ""),
-                     fmt(r["tokens"], ",.0f"),
-                     f"{fmt(r['time_to_target_ms'] / 1000, '.1f', 'not reached')}"
-                     + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
-                     fmt(r["tokens_to_target"], ",.0f", "not reached")])
-    return "\n".join([
-        "## GPT", "",
-        f"Per configuration (runs differing only by seed are replicates): mean ± sd over runs; "
-        f"changes against the relu2 group of the same configuration, Welch t-test p-values on "
-        f"step_avg and on the final validation loss; time and tokens to validation loss {args.target_loss} (interpolated; "
-        f"'not reached' unless every run of the group reached it):", "",
-        markdown_table(["group", "runs", "step_avg ms", "Δ time", "p", "final val loss", "Δ loss", "p (loss)",
-                        "peak MiB", "Δ memory", "tokens", f"time to {args.target_loss}",
-                        f"tokens to {args.target_loss}"], rows)])
+    rows, L = res["rows"], args.target_loss
+    group_rows = [[r["label"], f"{r['runs']}" + (f" (+{r['unfinished_runs']} unfinished)" if r["unfinished_runs"] else ""),
+                   "unknown" if r["gpu"] == "?" else ("CPU" if r["gpu"] == "none" else r["gpu"]) + f" x {r['world_size']}",
+                   f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {fmt(r['step_avg_ms_sd'], '.2f')}",
+                   f"{fmt(r['final_val_loss_mean'])} ± {fmt(r['final_val_loss_sd'])}",
+                   fmt(r["peak_memory_mib"], ".0f") + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
+                   fmt(r["tokens"], ",.0f"),
+                   f"{fmt(r['time_to_target_ms'] / 1000, '.1f', 'not reached' if r['runs'] else 'n/a')}"
+                   + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
+                   fmt(r["tokens_to_target"], ",.0f", "not reached" if r["runs"] else "n/a")] for r in rows]
+    out = ["## GPT", "",
+           f"Per configuration (runs differing only by seed are replicates; unfinished runs are left out of "
+           f"the numbers): mean ± sd over the finished runs; peak memory is CUDA's allocated peak, or the "
+           f"process's max_rss on a CPU (rss); time and tokens to validation loss {L} are interpolated "
+           f"between validation points, 'not reached' unless every run reached it:", "",
+           noted_table(["group", "runs", "GPU x n", "step_avg ms", "final val loss", "peak MiB", "tokens",
+                        f"time to {L}", f"tokens to {L}"], group_rows, [r["group_notes"] for r in rows])]
+    compared = [r for r in rows if r["baseline"]]
+    if compared:
+        out += ["", "Against the relu2 group of the same configuration: change of the means, Welch t-test "
+                "p-values (two-sided) on step_avg and on the final validation loss; whether both ran on the "
+                "same GPU model and count with the same torch and CUDA (else the step times are not like for "
+                "like), and the order the runs were started in (c: this group, b: the baseline):", "",
+                noted_table(["group", "baseline", "Δ step_avg", "p", "Δ final loss", "p (loss)", "Δ memory",
+                             "same GPU and software", "run order"],
+                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g", ""),
+                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g", ""),
+                              pct(r["peak_memory_change_pct"]),
+                              "yes" if r["same_machine"] else "no: " + "; ".join(r["machine_differences"]),
+                              r["interleaving"]["verdict"] + (f" ({r['interleaving']['order']})"
+                                                              if r["interleaving"]["order"] else "")]
+                             for r in compared], [r["comparison_notes"] for r in compared])]
+        equal = [r for r in compared if r["equal_loss"]]
+        if equal:
+            out += ["", "At equal loss: where each side's mean validation curve first comes down to L, the "
+                    "final mean loss of the worse side (so both reach it), the steps and the training time "
+                    "there; Δ < 0: the group gets there first. 95% intervals from resampling each side's runs "
+                    f"({args.resamples} times; none with one run a side):", "",
+                    markdown_table(["group", "baseline", "loss L", "steps", "baseline steps", "Δ steps [95%]",
+                                    "time", "baseline time", "Δ time [95%]"],
+                                   [[r["label"], r["baseline"], fmt(e["loss"]), fmt(e["steps"], ".0f"),
+                                     fmt(e["baseline_steps"], ".0f"),
+                                     fmt(e["delta_steps"], "+.0f") + fmt_interval(e["delta_steps_ci95"], "+.0f"),
+                                     f"{fmt(e['time_ms'] / 1000, '.1f')} s", f"{fmt(e['baseline_time_ms'] / 1000, '.1f')} s",
+                                     f"{fmt(e['delta_time_ms'] / 1000, '+.1f')} s"
+                                     + fmt_interval(e["delta_time_ms_ci95"], "+.1f", 1 / 1000)]
+                                    for r in equal for e in [r["equal_loss"]]])]
+    out += ["", f"Record rule (modded-nanogpt): mean final validation loss below {L} by a one-sided one-sample "
+            f"t-test at p < {args.record_alpha}. 'Runs needed': the smallest number of runs at which the test "
+            f"would pass if their mean and sd were the ones observed (a plug-in count, not a power "
+            f"calculation: at that number a new set of runs passes about half the time):", "",
+            markdown_table(["group", "runs", "mean ± sd", "t", "p (one-sided)", "verdict", "runs needed",
+                            "more runs"],
+                           [[r["label"], q["n"], f"{fmt(q['mean'])} ± {fmt(q['sd'])}", fmt(q["t"], ".2f"),
+                             fmt(q["p_value"], ".2g"), q["verdict"], fmt(q["runs_needed"], "d"),
+                             fmt(q["more_runs_needed"], "d")] for r in rows for q in [r["record_rule"]]])]
+    if len(res["settings"]) > 1 or any(r["original_log"] for r in rows):
+        settings = {letter: dict(setting) for setting, letter in res["settings"].items()}
+        differ = sorted(k for k in set().union(*settings.values()) if len({str(s.get(k)) for s in settings.values()}) > 1)
+        key_rows = []
+        for g in res["groups"]:
+            if g["original"]:
+                what = f"original modded-nanogpt log {g['runs'][0]['path']} (no config: record, MLP assumed relu2)"
+            else:
+                what = " ".join(f"{k}:{settings[g['letter']].get(k)}" for k in differ) or "(the only setting)"
+            key_rows.append([g["label"], g["mlp"], g["letter"] or "", what])
+        out += ["", "Key: what tells the groups apart (the config: keys that differ between settings; a "
+                "setting is everything but the MLP):", "", markdown_table(["group", "mlp", "setting", "settings"], key_rows)]
+    run_rows = [[r["name"], r["label"], fmt(r["seed"], "", "?"), r["ended"], f"{r['last_step']}/{r['total']}",
+                 fmt(r["final_val_loss"]) if r["finished"] else
+                 (f"{fmt(r['last_val_loss'])} at step {r['last_val_step']} (not final)" if r["last_val_step"] is not None else "n/a"),
+                 fmt(r["last_step_avg_ms"], ".2f"), f"{r['started']:%Y-%m-%d %H:%M:%S}" if r["started"] else "?",
+                 ", ".join(map(str, r["resumed_from"])) or ""] for r in res["runs"]]
+    out += ["", "Runs, in the order they were started (a resumed log reads as one run: its steps after the "
+            "checkpoint replace those of the killed process):", "",
+            markdown_table(["log", "group", "seed", "ended", "steps", "final val loss", "step_avg ms", "started (UTC)",
+                            "resumed from step"], run_rows)]
+    return "\n".join(out)
 
 
 def jsonable(x):
     """nan -> null (JSON has no nan), numpy scalars and arrays -> Python numbers and lists."""
     if isinstance(x, dict):
         return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
+    if isinstance(x, (list, tuple, set)):
         return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
         return jsonable(x.tolist())
     if isinstance(x, (np.integer,)):
         return int(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
     if isinstance(x, (float, np.floating)):
         return None if math.isnan(x) or math.isinf(x) else float(x)
+    if isinstance(x, datetime):
+        return x.strftime("%Y-%m-%dT%H:%M:%SZ")
     return x
+
+
+RUN_JSON_KEYS = ("path", "label", "seed", "finished", "status", "ended", "last_step", "total", "final_val_loss",
+                 "last_val_loss", "last_val_step", "step_avg_ms", "last_step_avg_ms", "peak_memory_mib",
+                 "peak_memory_kind", "tokens", "time_to_target_ms", "tokens_to_target", "started", "gpu",
+                 "world_size", "torch", "cuda", "host", "code", "resumed_from", "resume_changes")
 
 
 def summary_json(mnist, gpt, args, files, warnings):
     summary = dict(settings=dict(k=args.k, bootstrap=args.bootstrap, seed=args.seed,
-                                 resamples=args.resamples, alpha=args.alpha, target_loss=args.target_loss),
+                                 resamples=args.resamples, alpha=args.alpha, target_loss=args.target_loss,
+                                 estimator=args.estimator, keep_nonfinite=args.keep_nonfinite,
+                                 record_alpha=args.record_alpha),
                    inputs=files, warnings=warnings)
     if mnist:
         summary["mnist"] = {}
         for (m, h), pool in mnist["pools"].items():
             entry = {str(k): v for k, v in mnist["stats"][(m, h)].items()}
             entry.update(trials=len(pool["val"]), seeds=len(set(pool["seed"])), params=pool["params"],
-                         curve=mnist["curves"][(m, h)])
+                         notes=mnist["notes"].get((m, h), []), curve=mnist["curves"][(m, h)])
             summary["mnist"].setdefault(m, {})[str(h)] = entry
         summary["mnist_comparisons"] = mnist["comparisons"]
         summary["mnist_claim_check"] = mnist["claim"]
         summary["mnist_param_match_comparisons"] = mnist["param_match"]
+        summary["mnist_missing_trials"] = mnist["missing"]
     if gpt:
         summary["gpt"] = gpt["rows"]
+        summary["gpt_runs"] = [{k: r[k] for k in RUN_JSON_KEYS} for r in gpt["runs"]]
     return jsonable(summary)
 
 
 # ----------------------------------------------------------------------------------------------
 # main
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block: "analyze.py: error: ..."
+        print(f"analyze.py: error: {message} (python analyze.py --help lists the flags)", file=sys.stderr)
+        sys.exit(2)
+
 
 def positive_ints(text):
     try:
@@ -1059,9 +1920,28 @@ def positive_int(text):
     return value[0]
 
 
+def probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a probability between 0 and 1, e.g. 0.05")
+    return value
+
+
+def finite_positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite positive number, e.g. 3.28")
+    return value
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", default=[],
                         help="log files or directories (default: logs/, without logs/reference/: the "
                              "committed reference runs would otherwise join the pool of your own runs)")
@@ -1070,10 +1950,19 @@ def main(argv=None):
     parser.add_argument("--bootstrap", type=positive_int, default=50, help="simulated searches per point")
     parser.add_argument("--resamples", type=positive_int, default=2000,
                         help="seed-bootstrap resamples (intervals) and label permutations "
-                             "(p-values) for P(GeGLU > ReLU)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="family-wise error rate of the verdicts")
+                             "(p-values) for P(GeGLU > ReLU); GPT: resamples of the equal-loss interval")
+    parser.add_argument("--alpha", type=probability, default=0.05, help="family-wise error rate of the verdicts")
+    parser.add_argument("--estimator", choices=("dodge", "tang"), default="dodge",
+                        help="expected best-of-k: dodge (k draws with replacement, Dodge et al. 2019) or "
+                             "tang (k distinct trials, unbiased, Tang et al. 2020)")
+    parser.add_argument("--keep-nonfinite", action="store_true",
+                        help="keep MNIST trials whose train_loss is nan or inf (diverged) in the pool")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random number generator")
-    parser.add_argument("--target-loss", type=float, default=3.28, help="GPT validation loss target")
+    parser.add_argument("--target-loss", type=finite_positive, default=3.28,
+                        help="GPT validation loss target (time/tokens to target, record rule)")
+    parser.add_argument("--record-alpha", type=probability, default=0.01,
+                        help="p-value the record rule's one-sided t-test must beat")
+    parser.add_argument("--no-figures", action="store_true", help="tables only (summary.md, summary.json)")
     args = parser.parse_args(argv)
     args.k = sorted(set(args.k))
 
@@ -1110,25 +1999,28 @@ def main(argv=None):
     gpt_logs = [l for l in logs if l["kind"] == "gpt"]
     mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
     gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
-    figures = (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else [])
+    figures = [] if args.no_figures else (
+        (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
 
     parts = ["# Summary", "", "Logs: " + ", ".join(l["path"] for l in logs)]
+    if warnings:  # first, so that nobody reads a table without them
+        parts += ["", "## Warnings", "", "The answers below rest on these; the table cells they touch carry a "
+                  "note.", ""] + [f"- {w}" for w in warnings]
     if mnist:
         parts += ["", mnist_markdown(mnist, args)]
     if gpt:
         parts += ["", gpt_markdown(gpt, args)]
-    if warnings:
-        parts += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
-    parts += ["", "Figures: " + ", ".join(Path(f).name for f in figures)]
+    parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none (--no-figures)")]
     text = "\n".join(parts) + "\n"
     (out / "summary.md").write_text(text)
     summary = summary_json(mnist, gpt, args, [l["path"] for l in logs], warnings)
     summary["figures"] = figures
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
     print(text)
-    print(f"wrote {len(figures)} figures, summary.md and summary.json to {out}/")
+    for w in warnings:  # last on screen too, where a terminal shows them after the tables
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {len(figures)} figures, summary.md and summary.json to {out}/"
+          + (f"; {len(warnings)} warning(s) above" if warnings else ""))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Tests of analyze.py: the statistics against brute force and hand-computed values, the parser
 against the log contract and the real record's step lines, and whole runs on synthetic logs with
 a known answer."""
+import argparse
 import itertools
 import json
 import math
@@ -275,7 +276,7 @@ def test_parse_every_contract_example(tmp_path):
     assert log["kind"] == "mnist" and log["run"]["id"] == "0a1b2c3d" and log["n_bad"] == 0
     assert log["config"]["hidden"] == "2,4,8,16" and log["done"]["trials"] == "512"
     assert log["trials"] == [dict(model="geglu", hidden=16, batch_size=8, lr=0.001, seed=3, val_acc=0.92342,
-                                  test_acc=0.92510, epochs=1, params=25248.0)]  # not the header's fake trial
+                                  test_acc=0.92510, epochs=1, params=25248.0, train_loss=0.2345)]  # not the header's fake trial
     log = analyze.parse_log(write_log(tmp_path / "g.txt", GPT_RUN, CONTRACT_GPT))
     assert log["kind"] == "gpt" and log["run"]["world_size"] == "8" and log["n_bad"] == 0
     assert log["config"]["mlp"] == "swiglu_thin" and log["config"]["train_files"].endswith("*.bin")
@@ -284,7 +285,8 @@ def test_parse_every_contract_example(tmp_path):
     assert first["val_loss"] == 10.8258 and first["train_loss"] is None and math.isnan(first["step_avg_ms"])
     assert second["train_loss"] == 10.8258 and second["tokens"] == 524288
     assert (last["step"], last["total"], last["train_time_ms"], last["step_avg_ms"]) == (1500, 1500, 3286000, 2344.31)
-    assert log["peak"] == dict(allocated_mib=31026.0, reserved_mib=31990.0)
+    assert (log["peak"]["allocated_mib"], log["peak"]["reserved_mib"]) == (31026.0, 31990.0)
+    assert math.isnan(log["peak"]["max_rss_mib"])  # CUDA's peak here; max_rss: is the CPU's
     assert log["done"]["final_val_loss"] == "3.5349"
 
 
@@ -342,7 +344,7 @@ def synthetic_mnist(path, seeds=8):
              ("geglu", 1): 0.45, ("geglu", 8): 0.88}
     lr_loss = {0.1: -0.30, 0.01: 0.0, 0.001: -0.01, 0.0001: -0.12}
     lines = ["config: models:relu,geglu hidden:2,16 batch_sizes:8,64 lrs:0.1,0.01,0.001,0.0001 "
-             f"seeds:{','.join(map(str, range(seeds)))} epochs:1 param_match:1"]
+             f"seeds:{','.join(map(str, range(seeds)))} epochs:1 param_match:1 matched_hidden:1,8"]
     for (model, hidden), acc in level.items():
         for bs, lr, seed in itertools.product((8, 64), lr_loss, range(seeds)):
             a = acc + lr_loss[lr] + rng.normal(0, 0.01)
@@ -410,7 +412,10 @@ def test_synthetic_mnist_gives_the_known_answer(synthetic_run):
             for k in ("2", "4", "8"):
                 s = entry[k]
                 assert set(s) == {"expected_val", "expected_val_sd", "expected_test", "expected_test_sd",
-                                  "bootstrap_test_mean", "bootstrap_test_sd"}
+                                  "expected_test_p16", "expected_test_p84", "bootstrap_test_mean",
+                                  "bootstrap_test_sd"}
+                # the error bars' interval is made of accuracies: inside [0, 1] whatever the spread
+                assert 0 <= s["expected_test_p16"] <= s["expected_test_p84"] <= 1
                 # the 50 simulated searches agree with the exact expectation within their error
                 assert abs(s["bootstrap_test_mean"] - s["expected_test"]) < 4 * s["expected_test_sd"] / math.sqrt(50) + 1e-9
 
@@ -458,7 +463,7 @@ def test_duplicate_trials_counted_once_and_stopped_run_warned(tmp_path, capsys):
     synthetic_gpt(tmp_path / "g.txt", "relu2", 0, 100.0, 3.3, 1000, done=False)
     out = tmp_path / "out"
     assert analyze.main([str(log), str(log), str(tmp_path / "g.txt"), "--out", str(out), "--k", "2",
-                         "--resamples", "200"]) == 0
+                         "--resamples", "200", "--no-figures"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mnist"]["relu"]["2"]["trials"] == 2 * 4 * 3
     assert any(w.startswith("144 repeated MNIST trials") for w in summary["warnings"])
@@ -472,7 +477,7 @@ def test_baseline_that_differs_in_more_than_the_mlp_is_named(tmp_path):
     path = synthetic_gpt(tmp_path / "s.txt", "swiglu_thin", 0, 92.0, 3.27, 900)
     path.write_text(path.read_text().replace("val_every:100", "val_every:50"))
     out = tmp_path / "out"
-    assert analyze.main([str(tmp_path), "--out", str(out)]) == 0
+    assert analyze.main([str(tmp_path), "--out", str(out), "--no-figures"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     swiglu = next(g for g in summary["gpt"] if g["mlp"] == "swiglu_thin")
     assert swiglu["baseline"] == "relu2" and swiglu["baseline_also_differs_in"] == ["val_every"]
@@ -499,9 +504,595 @@ def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch)
     synthetic_mnist(tmp_path / "logs" / "reference" / "mnist-cpu.txt", seeds=3)
     mine = synthetic_mnist(tmp_path / "logs" / "mnist-mine.txt", seeds=2)
     monkeypatch.chdir(tmp_path)
-    assert analyze.main(["--out", "out", "--k", "2", "--resamples", "100"]) == 0
+    assert analyze.main(["--out", "out", "--k", "2", "--resamples", "100", "--no-figures"]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["inputs"] == [str(Path("logs") / mine.name)]
     assert summary["mnist"]["relu"]["2"]["trials"] == 2 * 4 * 2
-    assert analyze.main(["logs/reference", "--out", "out2", "--k", "2", "--resamples", "100"]) == 0
+    assert analyze.main(["logs/reference", "--out", "out2", "--k", "2", "--resamples", "100", "--no-figures"]) == 0
     assert json.loads((tmp_path / "out2" / "summary.json").read_text())["mnist"]["relu"]["2"]["trials"] == 2 * 4 * 3
+
+
+# ---------------------------------------------------------------------------------------------
+# A small generator of logs that follow the contract (../shared/specs/log-format.md), for sets of
+# runs with a known answer
+
+def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started="2026-01-01T00:00:00Z",
+            gpu="H100", torch="2.11.0", world_size=8, steps=1000, val_every=100, n_layer=12, peak=31026,
+            kill_at=None, status="ok", resume=None, source=FAKE_SOURCE, cpu=False):
+    """One train_gpt.py log. Validation loss final_loss + 8 (exp(-s/tau) - exp(-steps/tau)),
+    tau = steps / 6.67; train_time leaves out the first 10 steps. kill_at: the log ends after that
+    step (no peak_memory, no done); status: of the done: record, written at kill_at when given.
+    resume=(checkpoint, killed_at): the run is killed at killed_at with step lines after its
+    checkpoint that are wrong (+1 on every loss), then resumed from the checkpoint to the end."""
+    hidden = 3072 if mlp == "relu2" else 1536
+    tau = steps / 6.67
+    loss = lambda s: final_loss + 8 * (math.exp(-s / tau) - math.exp(-steps / tau))
+    config = (f"config: mlp:{mlp} n_layer:{n_layer} n_head:6 n_embd:768 mlp_hidden:{hidden} params:{hidden * 1000} "
+              f"seq_len:1024 batch_size:512 num_iterations:{steps} val_every:{val_every} seed:{seed} compile:1 "
+              f"muon_params:72 muon_matrices:{72 if mlp == 'relu2' else 84} world_size:{world_size}")
+
+    def step_lines(s, wrong=0.0):
+        t = max(0, s - 10) * step_avg
+        avg = f"{step_avg:.2f}" if s > 10 else "nan"
+        lines = [] if s == 0 else [f"step:{s}/{steps} train_loss:{loss(s) + wrong + 0.05 * math.sin(s):.4f} "
+                                   f"train_time:{t:.0f}ms step_avg:{avg}ms tokens:{s * 524288}"]
+        if s % val_every == 0 or s == steps:
+            lines.append(f"step:{s}/{steps} val_loss:{loss(s) + wrong:.4f} train_time:{t:.0f}ms step_avg:{avg}ms "
+                         f"tokens:{s * 524288}")
+        return lines
+
+    last = kill_at if kill_at is not None else steps
+    records = [config]
+    if resume:
+        checkpoint, killed_at = resume
+        for s in range(0, killed_at + 1):
+            records += step_lines(s, wrong=1.0 if s > checkpoint else 0.0)
+        records.append(f"resume: from_step:{checkpoint} checkpoint:logs/x/step{checkpoint}.pt "
+                       f"resumed:2026-01-02T00:00:00Z world_size:{world_size}")
+        start = checkpoint + 1
+    else:
+        start = 0
+    for s in range(start, last + 1):
+        records += step_lines(s)
+    if cpu:
+        records.append("peak_memory: allocated:nanMiB reserved:nanMiB max_rss:346MiB")
+    elif kill_at is None or status != "ok":
+        records.append(f"peak_memory: allocated:{peak}MiB reserved:{peak + 900}MiB")
+    if kill_at is None or status != "ok":
+        records.append(f"done: steps:{last} train_time:{max(0, last - 10) * step_avg:.0f}ms step_avg:{step_avg:.2f}ms "
+                       f"final_val_loss:{loss(last):.4f} status:{status}")
+    run_line = (f"run:gpt id:{seed:08x} started:{started} torch:{torch} device:cuda world_size:{world_size} "
+                f"gpu:{gpu} host:node1")
+    return write_log(path, run_line, records, source=list(source) + ["python: 3.11.7", f"torch: {torch}"])
+
+
+def hours(i):
+    return f"2026-01-01T{i:02d}:00:00Z"
+
+
+def gpt_scenarios(folder):
+    """Five settings in one folder (n_layer tells them apart), each relu2 against swiglu_thin:
+    L12 a real difference (interleaved), L11 no difference (interleaved), L10 too few runs (one a
+    side), L9 not interleaved (every relu2 run first), L8 the two MLPs on two GPU models; and a
+    CPU smoke run (memory from max_rss) beside them."""
+    gpt_log(folder / "cpu-relu2-0.txt", "relu2", 0, 3.3, 120.0, hours(0), gpu="none", world_size=1, cpu=True)
+    relu_t, swiglu_t = [100.2, 99.8, 100.1, 99.9, 100.0], [92.1, 91.9, 92.3, 91.8, 92.0]
+    relu_l, swiglu_l = [3.2500, 3.2512, 3.2495, 3.2507, 3.2503], [3.2700, 3.2712, 3.2693, 3.2705, 3.2698]
+    for i in range(5):  # L12: real difference in time and loss; c b c b ...
+        gpt_log(folder / f"l12-relu2-{i}.txt", "relu2", i, relu_l[i], relu_t[i], hours(2 * i), n_layer=12)
+        gpt_log(folder / f"l12-swiglu-{i}.txt", "swiglu_thin", i, swiglu_l[i], swiglu_t[i], hours(2 * i + 1), n_layer=12)
+    same_t = [[100.1, 99.8, 100.3, 99.9], [100.0, 100.2, 99.7, 100.1]]
+    same_l = [[3.2710, 3.2695, 3.2702, 3.2690], [3.2700, 3.2698, 3.2705, 3.2694]]
+    for i in range(4):  # L11: no difference at all
+        gpt_log(folder / f"l11-relu2-{i}.txt", "relu2", i, same_l[0][i], same_t[0][i], hours(2 * i), n_layer=11)
+        gpt_log(folder / f"l11-swiglu-{i}.txt", "swiglu_thin", i, same_l[1][i], same_t[1][i], hours(2 * i + 1), n_layer=11)
+    gpt_log(folder / "l10-relu2-0.txt", "relu2", 0, 3.25, 100.0, hours(0), n_layer=10)  # L10: one run a side
+    gpt_log(folder / "l10-swiglu-0.txt", "swiglu_thin", 0, 3.27, 92.0, hours(1), n_layer=10)
+    for i in range(4):  # L9: all relu2 runs, then all swiglu_thin runs
+        gpt_log(folder / f"l9-relu2-{i}.txt", "relu2", i, relu_l[i], relu_t[i], hours(i), n_layer=9)
+        gpt_log(folder / f"l9-swiglu-{i}.txt", "swiglu_thin", i, swiglu_l[i], swiglu_t[i], hours(4 + i), n_layer=9)
+    for i in range(3):  # L8: relu2 on an H100, swiglu_thin on an A100
+        gpt_log(folder / f"l8-relu2-{i}.txt", "relu2", i, relu_l[i], relu_t[i], hours(2 * i), n_layer=8, gpu="H100")
+        gpt_log(folder / f"l8-swiglu-{i}.txt", "swiglu_thin", i, swiglu_l[i], 2 * swiglu_t[i], hours(2 * i + 1),
+                n_layer=8, gpu="A100")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt_scenario_run(tmp_path_factory):
+    logs = gpt_scenarios(tmp_path_factory.mktemp("scenarios"))
+    out = tmp_path_factory.mktemp("scenario-plots")
+    assert analyze.main([str(logs), "--out", str(out), "--resamples", "400"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    return out, summary, {g["label"]: g for g in summary["gpt"]}
+
+
+def test_scenarios_are_told_apart_by_short_labels_and_a_key(gpt_scenario_run):
+    out, summary, groups = gpt_scenario_run
+    # five settings, each MLP in each: the MLP plus a setting letter, the key table spells them out
+    assert len(groups) == 11 and all(len(label) <= len("swiglu_thin A") for label in groups)
+    assert groups[next(l for l in groups if groups[l]["gpu"] == "none")]["peak_memory_kind"] == "max_rss"
+    letter = {g["files"][0].split("/")[-1].split("-")[0]: g["setting"] for g in summary["gpt"]}
+    for g in summary["gpt"]:
+        if g["mlp"] == "swiglu_thin" and g["gpu"] == "H100":  # the GPU is part of a setting (L8: A100)
+            assert g["baseline"] == f"relu2 {g['setting']}" and g["baseline_also_differs_in"] == []
+    md = (out / "summary.md").read_text()
+    key = md.split("Key: what tells the groups apart")[1]
+    assert f"| relu2 {letter['l9']} | relu2 | {letter['l9']} | gpu:H100 n_layer:9 world_size:8 |" in key
+    assert f"| swiglu_thin {letter['l8']} | swiglu_thin | {letter['l8']} | gpu:A100 n_layer:8 world_size:8 |" in key
+
+
+def scenario(groups, summary, prefix):
+    """(swiglu_thin row, relu2 row) of the setting whose logs start with prefix."""
+    rows = [g for g in summary["gpt"] if g["files"][0].split("/")[-1].startswith(prefix + "-")]
+    return next(g for g in rows if g["mlp"] == "swiglu_thin"), next(g for g in rows if g["mlp"] == "relu2")
+
+
+def test_scenario_real_difference(gpt_scenario_run):
+    _, summary, groups = gpt_scenario_run
+    swiglu, relu = scenario(groups, summary, "l12")
+    assert swiglu["runs"] == relu["runs"] == 5
+    assert swiglu["step_avg_change_pct"] == pytest.approx(100 * (92.02 / 100.0 - 1))
+    assert swiglu["step_avg_p_value"] < 1e-6 and swiglu["final_val_loss_p_value"] < 1e-6
+    assert swiglu["same_machine"] is True and swiglu["interleaving"]["verdict"] == "interleaved"
+    assert swiglu["interleaving"]["order"] == "bc" * 5
+    # At equal loss: L = swiglu_thin's final mean (the worse side), 3.27016. relu2's mean curve,
+    # 3.25034 + 8 (exp(-s/150) - exp(-1000/150)), comes down to it between its validation points at
+    # 800 and 900; linear between them (as the analysis does):
+    e = swiglu["equal_loss"]
+    level = np.mean([3.2700, 3.2712, 3.2693, 3.2705, 3.2698])
+    relu_curve = lambda s: round(np.mean([3.2500, 3.2512, 3.2495, 3.2507, 3.2503]) + 8 * (math.exp(-s / (1000 / 6.67))
+                                                                                      - math.exp(-6.67)), 4)
+    assert e["loss"] == pytest.approx(level, abs=2e-4)
+    y800, y900 = relu_curve(800), relu_curve(900)
+    expected_step = 800 + 100 * (y800 - e["loss"]) / (y800 - y900)
+    assert e["baseline_steps"] == pytest.approx(expected_step, abs=2) and e["steps"] == pytest.approx(1000)
+    assert e["delta_steps"] == pytest.approx(1000 - expected_step, abs=2)
+    # time at those points: swiglu_thin 990 timed steps x 92.02 ms; relu2 (steps - 10) x 100 ms
+    assert e["delta_time_ms"] == pytest.approx(990 * 92.02 - (expected_step - 10) * 100.0, rel=0.01)
+    lo, hi = e["delta_steps_ci95"]
+    assert lo <= e["delta_steps"] <= hi and hi - lo < 20  # five seeds with sd 0.0007: a narrow interval
+    assert e["delta_time_ms_ci95"][0] < e["delta_time_ms"] < e["delta_time_ms_ci95"][1]
+    rule = relu["record_rule"]  # relu2 at 3.2503 +- 0.0007 is far below 3.28: passes
+    assert rule["verdict"] == "passes" and rule["p_value"] < 1e-6 and rule["more_runs_needed"] == 0
+    assert swiglu["record_rule"]["verdict"] == "passes"
+
+
+def test_scenario_no_difference(gpt_scenario_run):
+    _, summary, groups = gpt_scenario_run
+    swiglu, relu = scenario(groups, summary, "l11")
+    assert swiglu["step_avg_p_value"] > 0.5 and swiglu["final_val_loss_p_value"] > 0.5
+    assert abs(swiglu["step_avg_change_pct"]) < 0.1 and swiglu["interleaving"]["verdict"] == "interleaved"
+    lo, hi = swiglu["equal_loss"]["delta_steps_ci95"]
+    assert lo < 0 < hi  # the same curve: no step difference at equal loss
+
+
+def test_scenario_too_few_runs(gpt_scenario_run):
+    _, summary, groups = gpt_scenario_run
+    swiglu, relu = scenario(groups, summary, "l10")
+    assert swiglu["runs"] == relu["runs"] == 1
+    assert swiglu["step_avg_change_pct"] == pytest.approx(-8.0)
+    assert swiglu["step_avg_p_value"] is None and swiglu["final_val_loss_p_value"] is None
+    assert relu["record_rule"]["verdict"] == "not testable (1 run)" and relu["record_rule"]["runs_needed"] is None
+    assert swiglu["equal_loss"]["delta_steps_ci95"] == [None, None]  # no seeds to resample
+    assert swiglu["interleaving"]["verdict"] == "interleaved"  # b c: as interleaved as one run a side can be
+
+
+def test_scenario_not_interleaved(gpt_scenario_run):
+    out, summary, groups = gpt_scenario_run
+    swiglu, relu = scenario(groups, summary, "l9")
+    assert swiglu["interleaving"]["verdict"] == "not interleaved: one group ran first"
+    assert swiglu["interleaving"]["order"] == "bbbbcccc" and swiglu["same_machine"] is True
+    assert any(w.startswith(f"{swiglu['label']} vs {relu['label']}: not interleaved") for w in summary["warnings"])
+    # the interleaved settings raise no such warning
+    assert sum("not interleaved" in w for w in summary["warnings"]) == 1
+    assert (out / "gpt_run_order.png").stat().st_size > 1000
+
+
+def test_scenario_two_gpus(gpt_scenario_run):
+    _, summary, groups = gpt_scenario_run
+    swiglu, relu = scenario(groups, summary, "l8")
+    assert swiglu["same_machine"] is False and swiglu["machine_differences"] == ["gpu A100 vs H100"]
+    assert swiglu["baseline"] == relu["label"] and swiglu["baseline_also_differs_in"] == ["gpu"]
+    assert any("not the same GPU model and software (gpu A100 vs H100)" in w for w in summary["warnings"])
+    assert any("not the same GPU model" in n for n in swiglu["comparison_notes"])
+    for label, g in groups.items():  # the machine check flags only this setting
+        if g["baseline"] and g is not swiglu:
+            assert g["same_machine"] is True
+
+
+def test_scenario_tables_in_summary_md(gpt_scenario_run):
+    out, summary, groups = gpt_scenario_run
+    md = (out / "summary.md").read_text()
+    swiglu, _ = scenario(groups, summary, "l8")
+    line = next(l for l in md.splitlines() if l.startswith(f"| {swiglu['label']} | {swiglu['baseline']} | +"))
+    assert "| no: gpu A100 vs H100 |" in line and line.rstrip().endswith("|") and "[" in line.split("|")[-2]
+    assert "Record rule (modded-nanogpt)" in md and "| passes |" in md and "| not testable (1 run) |" in md
+    assert "At equal loss" in md and md.count("| interleaved (bcbcbcbcbc) |") == 1  # L12's five pairs
+
+
+def test_resumed_log_reads_as_one_run(tmp_path):
+    """A run killed at step 650 after its checkpoint at 500, resumed from 500: the killed process's
+    lines after 500 (wrong on purpose here) are superseded, and the log reads as the whole run."""
+    whole = analyze.gpt_run(analyze.parse_log(gpt_log(tmp_path / "whole.txt", final_loss=3.26)), 3.28, [])
+    warnings = []
+    log = analyze.parse_log(gpt_log(tmp_path / "resumed.txt", final_loss=3.26, resume=(500, 650)))
+    resumed = analyze.gpt_run(log, 3.28, warnings)
+    assert [s["step"] for s in log["steps"] if s["val_loss"] is not None] == list(range(0, 1001, 100))
+    np.testing.assert_array_equal(resumed["val_loss"], whole["val_loss"])
+    np.testing.assert_array_equal(resumed["train_loss"], whole["train_loss"])
+    np.testing.assert_array_equal(resumed["val_time_ms"], whole["val_time_ms"])
+    assert resumed["finished"] and resumed["final_val_loss"] == whole["final_val_loss"] == 3.26
+    assert resumed["step_avg_ms"] == whole["step_avg_ms"] and resumed["resumed_from"] == [500]
+    assert warnings == []  # a plain resume is no cause for a warning; the runs table says it
+    out = tmp_path / "out"
+    assert analyze.main([str(tmp_path / "resumed.txt"), "--out", str(out), "--no-figures"]) == 0
+    run_row = next(l for l in (out / "summary.md").read_text().splitlines() if l.startswith("| resumed.txt |"))
+    assert run_row.endswith("| 500 |") and "| finished |" in run_row
+    assert json.loads((out / "summary.json").read_text())["gpt_runs"][0]["resumed_from"] == [500]
+
+
+def test_done_before_a_resume_is_not_the_end(tmp_path):
+    """Interrupted (done: status:interrupted) at step 650, resumed from the checkpoint at 500, and
+    killed after writing its last step but before its own done:: the run reached its end, so it
+    is finished; the interrupted record of the first process is not how it ended."""
+    path = gpt_log(tmp_path / "r.txt", resume=(500, 650))
+    lines = path.read_text().splitlines()
+    at = next(i for i, l in enumerate(lines) if l.startswith("resume:"))
+    lines[at:at] = ["peak_memory: allocated:31000MiB reserved:31900MiB",
+                    "done: steps:650 train_time:64000ms step_avg:100.00ms final_val_loss:4.0 status:interrupted"]
+    path.write_text("\n".join(l for l in lines if not l.startswith("done: steps:1000")) + "\n")
+    warnings = []
+    log = analyze.parse_log(path)
+    run = analyze.gpt_run(log, 3.28, warnings)
+    assert log["done"] == {} and run["finished"] and run["status"] is None and run["final_val_loss"] == 3.27
+    assert run["peak_memory_mib"] == 31026  # the larger of the two processes' peaks
+    assert warnings == ["r.txt: no done: record, though it reached its last step (1000); its numbers are used"]
+
+
+def test_resume_with_other_code_or_world_size_is_warned(tmp_path):
+    path = gpt_log(tmp_path / "r.txt", resume=(500, 650))
+    text = path.read_text().replace("resume: from_step:500 checkpoint:logs/x/step500.pt resumed:2026-01-02T00:00:00Z "
+                                    "world_size:8", "resume: from_step:500 checkpoint:logs/x/step500.pt "
+                                    "resumed:2026-01-02T00:00:00Z world_size:4 future_key:1\n"
+                                    "warning: code_changed:1 old:abc new:def")
+    path.write_text(text)
+    warnings = []
+    run = analyze.gpt_run(analyze.parse_log(path), 3.28, warnings)
+    assert run["finished"] and run["resume_changes"] == [
+        "world size 8 -> 4 at step 500", "the script's code changed at a resume (warning: code_changed:1)"]
+    assert len(warnings) == 1 and "its step times mix both" in warnings[0]
+
+
+def test_unfinished_runs_give_no_final_numbers(tmp_path):
+    """A run killed at step 12 (its only validation at step 0) and one that diverged are left out
+    of their groups' numbers, with a warning and a note; the killed one's step-0 loss is never
+    reported as its final loss."""
+    for i, loss in enumerate([3.250, 3.252, 3.251]):
+        gpt_log(tmp_path / f"relu2-{i}.txt", "relu2", i, loss, 100.0, hours(2 * i))
+    gpt_log(tmp_path / "relu2-killed.txt", "relu2", 3, 3.25, 100.0, hours(7), kill_at=12)
+    for i, loss in enumerate([3.270, 3.271]):
+        gpt_log(tmp_path / f"swiglu-{i}.txt", "swiglu_thin", i, loss, 92.0, hours(2 * i + 1))
+    gpt_log(tmp_path / "swiglu-diverged.txt", "swiglu_thin", 2, 3.27, 92.0, hours(8), kill_at=400, status="diverged")
+    out = tmp_path / "out"
+    assert analyze.main([str(tmp_path), "--out", str(out), "--resamples", "200", "--no-figures"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    groups = {g["label"]: g for g in summary["gpt"]}
+    relu, swiglu = groups["relu2"], groups["swiglu_thin"]
+    assert (relu["runs"], relu["unfinished_runs"], swiglu["runs"], swiglu["unfinished_runs"]) == (3, 1, 2, 1)
+    assert relu["final_val_loss_mean"] == pytest.approx(3.251)  # not pulled up by the killed run's 10.9
+    assert swiglu["record_rule"]["n"] == 2
+    killed = next(r for r in summary["gpt_runs"] if r["path"].endswith("relu2-killed.txt"))
+    assert killed["finished"] is False and killed["final_val_loss"] is None
+    assert killed["last_val_step"] == 0 and killed["last_val_loss"] > 10 and killed["step_avg_ms"] is None
+    assert any("relu2-killed.txt: no done: record: the run stopped at step 12/1000" in w for w in summary["warnings"])
+    assert any("swiglu-diverged.txt: the run ended with status:diverged at step 400/1000" in w
+               for w in summary["warnings"])
+    assert relu["group_notes"] == ["relu2: 1 of 4 runs did not finish (1 stopped); its numbers are over the 3 that did"]
+    md = (out / "summary.md").read_text()
+    assert "| relu2 | 3 (+1 unfinished) |" in md
+    killed_row = next(l for l in md.splitlines() if l.startswith("| relu2-killed.txt |"))
+    assert "at step 0 (not final)" in killed_row and "stopped at step 12/1000 (no done: record)" in killed_row
+    # only the finished runs were compared, and their start order c b c b ... is interleaved
+    assert swiglu["interleaving"]["order"] == "bcbcb"
+
+
+def test_cpu_memory_from_max_rss(tmp_path):
+    gpt_log(tmp_path / "cpu.txt", gpu="none", world_size=1, cpu=True)
+    out = tmp_path / "out"
+    assert analyze.main([str(tmp_path / "cpu.txt"), "--out", str(out), "--no-figures"]) == 0
+    row = json.loads((out / "summary.json").read_text())["gpt"][0]
+    assert row["peak_memory_mib"] == 346 and row["peak_memory_kind"] == "max_rss"
+    assert "| relu2 | 1 | CPU x 1 |" in (out / "summary.md").read_text()
+    assert "| 346 (rss) |" in (out / "summary.md").read_text()
+
+
+def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
+    gpt_log(tmp_path / "a.txt", seed=0, started=hours(0))
+    gpt_log(tmp_path / "b.txt", seed=1, started=hours(1), source=FAKE_SOURCE + ["# an edit"])
+    gpt_log(tmp_path / "c.txt", seed=2, started=hours(2), torch="2.12.0")
+    warnings = []
+    res = analyze.analyse_gpt([analyze.parse_log(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")],
+                              argparse.Namespace(target_loss=3.28, record_alpha=0.01, resamples=10, seed=0), warnings)
+    assert len(res["rows"]) == 1 and res["rows"][0]["runs"] == 3  # still replicates: same config
+    assert any("different software (torch)" in w for w in warnings)
+    assert any("different code" in w and "2 versions" in w for w in warnings)
+    assert len(res["rows"][0]["group_notes"]) == 2
+
+
+def mnist_log(path, hidden=(2, 4), batch_sizes=(8, 64), lrs=(0.1, 0.01, 0.001, 0.0001), seeds=2, skip=(),
+              done="done: trials:{n} time:1.0s", source=FAKE_SOURCE, level=None, collapse_lr=None, rng_seed=0):
+    """One train_mnist_ffn.py log of the grid given; skip: trial keys (model, hidden, batch_size,
+    lr, seed) not written; lr inf trains to train_loss nan and chance accuracy, as the real script
+    does; collapse_lr: GeGLU trials of that lr collapse to chance (finite loss); done: None for a
+    killed run."""
+    rng = np.random.default_rng(rng_seed)
+    level = level or {("relu", 2): 0.60, ("geglu", 2): 0.70, ("relu", 4): 0.85, ("geglu", 4): 0.85}
+    records = [f"config: models:relu,geglu hidden:{','.join(map(str, hidden))} "
+               f"batch_sizes:{','.join(map(str, batch_sizes))} lrs:{','.join(map(repr, lrs))} "
+               f"seeds:{','.join(map(str, range(seeds)))} epochs:1 train:48000 val:12000 test:10000 split_seed:42 "
+               f"init_std:0.02 data:mnist param_match:0 train_limit:0"]
+    n = 0
+    for model, h, bs, lr, seed in itertools.product(("relu", "geglu"), hidden, batch_sizes, lrs, range(seeds)):
+        if (model, h, bs, lr, seed) in skip:
+            continue
+        acc = level[(model, h)] - {0.1: 0.2}.get(lr, 0.0) + rng.normal(0, 0.01)
+        loss = "0.3"
+        if math.isinf(lr):
+            acc, loss = 0.0991, "nan"
+        elif model == "geglu" and lr == collapse_lr:
+            acc = 0.0991
+        records.append(trial_line(model, h, bs, lr, seed, acc, acc + rng.normal(0, 0.003)).replace(
+            "train_loss:0.3", f"train_loss:{loss}"))
+        n += 1
+    if done:
+        records.append(done.format(n=n))
+    return write_log(path, MNIST_RUN, records, source=list(source) + ["python: 3.11.7"])
+
+
+def run_main(tmp_path, *inputs, flags=()):
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+    assert analyze.main([str(i) for i in inputs] + ["--out", str(out), "--k", "2", "--resamples", "100",
+                                                     "--bootstrap", "10", "--no-figures", *flags]) == 0
+    return json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+
+
+def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path):
+    """Killed with the batch-size-64 group unfinished: half the grid missing, no done: record."""
+    skip = {k for k in itertools.product(("relu", "geglu"), (2, 4), (64,), (0.1, 0.01, 0.001, 0.0001), range(2))}
+    path = mnist_log(tmp_path / "mnist-killed.txt", skip=skip, done=None)
+    summary, md = run_main(tmp_path, path)
+    w = summary["warnings"]
+    assert any(x.startswith("mnist-killed.txt: no done: record: the run did not finish") and "--resume" in x for x in w)
+    assert "mnist-killed.txt: 32 of the 64 trials of its grid missing (in no log read): every trial with batch_size=64 (32)" in w
+    assert len(summary["mnist_missing_trials"]) == 32 and {t["batch_size"] for t in summary["mnist_missing_trials"]} == {64}
+    for c in summary["mnist_comparisons"]:  # every cell lost half its trials, and says so
+        assert any("8 of the 16 trials of the grid missing" in n for n in c["notes"])
+    assert summary["mnist"]["relu"]["2"]["notes"] == ["FFN_ReLU h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
+    table = md.split("Verdict:")[1]
+    assert "| notes |" in table and "- [1] FFN_GeGLU h=2: 8 of the 16 trials of the grid missing" in table
+    # the same run finished (a complete grid with done:) has no such warning or note
+    summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
+    assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
+    assert "| notes |" not in md
+
+
+def test_describe_missing_slices_then_single_trials():
+    grid = set(itertools.product(("relu", "geglu"), (2, 4), (8, 64), (0.1, 0.01), range(2), (1,)))
+    missing = {t for t in grid if t[0] == "geglu" and t[2] == 64} | {("relu", 2, 8, 0.1, 1, 1)}
+    text = analyze.describe_missing(missing, grid)
+    assert text == "every trial with model=geglu, batch_size=64 (8); model=relu hidden=2 batch_size=8 lr=0.1 seed=1"
+    many = {t for t in grid if t[4] == 1 and t[2] == 8 and t[1] == 2}
+    assert analyze.describe_missing(many, grid).count(";") == 3  # four single trials, no slice covers two
+
+
+def test_interrupted_mnist_run_is_warned_with_the_resume_command(tmp_path):
+    path = mnist_log(tmp_path / "m.txt", skip={("relu", 4, 64, 0.1, 1)},
+                     done="done: trials:{n} time:1.0s new_trials:{n} status:interrupted")
+    summary, _ = run_main(tmp_path, path)
+    assert any(w.startswith("m.txt: the run ended with status:interrupted; `python train_mnist_ffn.py --resume")
+               for w in summary["warnings"])
+    assert any(w.endswith("model=relu hidden=4 batch_size=64 lr=0.1 seed=1") for w in summary["warnings"])
+    notes = {(c["hidden"]): c["notes"] for c in summary["mnist_comparisons"]}
+    assert notes[2] == [] and notes[4] == ["FFN_ReLU h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
+
+
+def test_nonfinite_trials_left_out_by_default_and_kept_on_request(tmp_path):
+    """--lrs inf trains to train_loss:nan at chance accuracy: such trials leave the pool (a cell of
+    16 trials would otherwise grow to 20) unless --keep-nonfinite."""
+    path = mnist_log(tmp_path / "m.txt", lrs=(0.1, 0.01, 0.001, 0.0001, math.inf))
+    summary, md = run_main(tmp_path, path)
+    assert summary["mnist"]["relu"]["2"]["trials"] == 16
+    assert any(w.startswith("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) left out of the pool: "
+                            "FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --keep-nonfinite")
+               for w in summary["warnings"])
+    assert all("4 diverged trial(s) left out" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
+    kept, _ = run_main(tmp_path, path, flags=["--keep-nonfinite"])
+    assert kept["mnist"]["relu"]["2"]["trials"] == 20 and kept["settings"]["keep_nonfinite"] is True
+    assert any("kept in the pool (--keep-nonfinite)" in w for w in kept["warnings"])
+    # the kept chance-level trials lower the expected best of 2
+    assert kept["mnist"]["relu"]["2"]["2"]["expected_test"] < summary["mnist"]["relu"]["2"]["2"]["expected_test"]
+
+
+def test_logs_of_different_grids_or_code_pooled_are_warned(tmp_path):
+    a = mnist_log(tmp_path / "a.txt", hidden=(2,))
+    b = mnist_log(tmp_path / "b.txt", hidden=(4,))  # another hidden size only: widens the pool, no warning
+    summary, _ = run_main(tmp_path, a, b)
+    assert summary["warnings"] == []
+    c = mnist_log(tmp_path / "c.txt", hidden=(4,), lrs=(0.1, 0.01), source=FAKE_SOURCE + ["# edited"])
+    summary, md = run_main(tmp_path, a, c)
+    assert any(w.startswith("MNIST logs of different grids pooled (a.txt, c.txt): their config: records differ in "
+                            "hidden, lrs") for w in summary["warnings"])
+    assert any(w.startswith("MNIST logs of different code pooled (a.txt, c.txt)") for w in summary["warnings"])
+    # each cell comes from one log, so no cell is mixed; pooling a and c in one cell is
+    d = mnist_log(tmp_path / "d.txt", hidden=(2,), seeds=3, source=FAKE_SOURCE + ["# edited"], rng_seed=1)
+    summary, _ = run_main(tmp_path, a, d)
+    assert all(any("trials from logs of different grid settings or code" in n for n in c["notes"])
+               for c in summary["mnist_comparisons"])
+
+
+def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
+    """GeGLU beats ReLU in most pairs of searches, but a quarter of its trials (lr 0.1) collapse
+    to chance: with k = 2 both draws collapse 1 time in 16, which pulls GeGLU's mean below ReLU's
+    while P(GeGLU > ReLU) stays near 15/16."""
+    level = {("relu", 2): 0.90, ("geglu", 2): 0.94, ("relu", 4): 0.92, ("geglu", 4): 0.95}
+    summary, md = run_main(tmp_path, mnist_log(tmp_path / "m.txt", level=level, collapse_lr=0.1, seeds=4))
+    c = next(c for c in summary["mnist_comparisons"] if c["hidden"] == 2)
+    assert c["geglu_expected_test"] < c["relu_expected_test"] and c["p_geglu_better"] > 0.85
+    assert c["geglu_p_collapse"] == pytest.approx(1 / 16) and c["relu_p_collapse"] == 0
+    assert c["geglu_median_test"] > c["relu_median_test"]
+    note = c["notes"][0]
+    assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
+    assert note in md  # beside the table, as its footnote
+    # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
+    s = summary["mnist"]["geglu"]["2"]["2"]
+    assert s["expected_test"] + s["expected_test_sd"] > 1
+    assert 0 <= s["expected_test_p16"] <= s["expected_test_p84"] <= 1
+
+
+def test_weighted_quantiles_hand_computed():
+    x, w = np.array([0.3, 0.1, 0.2, 0.9]), np.array([0.1, 0.05, 0.05, 0.8])  # CDF 0.05, 0.1, 0.2, 1
+    assert [float(q) for q in analyze.weighted_quantiles(w, x, [0.05, 0.16, 0.5, 0.84])] == [0.1, 0.3, 0.9, 0.9]
+    lo, hi = analyze.weighted_quantiles(np.array([[0.5, 0.5, 0, 0], [0, 0, 0, 1.0]]), x, [0.16, 0.84])
+    assert list(lo) == [0.1, 0.9] and list(hi) == [0.3, 0.9]  # one answer per row of weights
+
+
+# ---------------------------------------------------------------------------------------------
+# Tang et al.'s expected best of k distinct trials
+
+def brute_force_weights_distinct(val, k, counts=None):
+    """Enumerate every set of k distinct trials (a trial resampled c times counts as c distinct
+    copies); keep the best by val, a uniformly random one of the tied; P(trial j is kept)."""
+    counts = np.ones(len(val), int) if counts is None else np.asarray(counts, int)
+    copies = [j for j in range(len(val)) for _ in range(counts[j])]
+    w, subsets = np.zeros(len(val)), list(itertools.combinations(range(len(copies)), k))
+    for subset in subsets:
+        drawn = [copies[i] for i in subset]
+        best = max(val[j] for j in drawn)
+        tied = [j for j in drawn if val[j] == best]
+        for j in tied:
+            w[j] += 1 / len(subsets) / len(tied)
+    return w
+
+
+@pytest.mark.parametrize("val,test", POOLS)
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
+def test_expected_best_of_distinct_k_matches_brute_force(val, test, k):
+    val = np.array(val)
+    w = analyze.selection_weights(val, k, replace=False)
+    if k > len(val):  # k distinct trials of a smaller pool do not exist
+        assert np.all(np.isnan(w))
+        return
+    np.testing.assert_allclose(w, brute_force_weights_distinct(val, k), atol=1e-12)
+    if k == len(val):  # every trial drawn: the best is certain
+        assert analyze.weighted_mean_sd(w, val)[0] == pytest.approx(val.max())
+
+
+def test_distinct_k_with_resampled_counts_and_rows_match_brute_force():
+    val = np.array(POOLS[0][0])
+    counts = np.array([[2, 0, 1, 3, 1], [0, 0, 0, 1, 4], [1, 1, 1, 1, 1]])
+    for k in (1, 2, 3):
+        w = analyze.selection_weights(val, k, counts, replace=False)
+        for row, c in zip(w, counts):
+            np.testing.assert_allclose(row, brute_force_weights_distinct(val, k, c), atol=1e-12)
+    rng = np.random.default_rng(2)
+    rows = rng.integers(0, 4, (6, 7)) / 4  # many ties
+    ws = analyze.selection_weights_rows(rows, [1, 3, 7], replace=False)
+    for i, k in enumerate([1, 3, 7]):
+        for r in range(6):
+            np.testing.assert_allclose(ws[i, r], analyze.selection_weights(rows[r], k, replace=False), atol=1e-12)
+
+
+def test_tang_is_unbiased_and_dodge_biased_low():
+    """Pools of N i.i.d. draws from a small distribution, all enumerated with their probabilities:
+    averaged over the pools, the without-replacement estimate of the expected best of k equals the
+    true expected maximum of k draws; Dodge's with-replacement estimate falls short."""
+    values, probs, n = np.array([0.2, 0.5, 0.9]), np.array([0.5, 0.3, 0.2]), 4
+    for k in (2, 3):
+        truth = sum(np.prod(probs[list(d)]) * values[list(d)].max()
+                    for d in itertools.product(range(3), repeat=k))
+        tang = dodge = 0.0
+        for pool in itertools.product(range(3), repeat=n):
+            p, v = np.prod(probs[list(pool)]), values[list(pool)]
+            tang += p * analyze.weighted_mean_sd(analyze.selection_weights(v, k, replace=False), v)[0]
+            dodge += p * analyze.weighted_mean_sd(analyze.selection_weights(v, k), v)[0]
+        assert tang == pytest.approx(truth, abs=1e-12)
+        assert dodge < truth - 0.005
+
+
+def test_bootstrap_without_replacement_agrees_with_the_exact_formula():
+    rng = np.random.default_rng(4)
+    val = np.round(rng.uniform(0.8, 0.9, 12), 2)
+    test = val + rng.normal(0, 0.01, 12)
+    w = analyze.selection_weights(val, 5, replace=False)
+    mean, sd = analyze.weighted_mean_sd(w, test)
+    boot = analyze.bootstrap_best_of_k(val, test, 5, 20000, np.random.default_rng(0), replace=False)
+    assert abs(boot.mean() - mean) < 4 * sd / math.sqrt(20000)
+    assert np.all(np.isnan(analyze.bootstrap_best_of_k(val, test, 13, 5, rng, replace=False)))
+
+
+def test_estimator_flag_reaches_the_tables_and_figures(tmp_path):
+    path = mnist_log(tmp_path / "m.txt")
+    summary, md = run_main(tmp_path, path, flags=["--estimator", "tang"])
+    dodge, _ = run_main(tmp_path, path)
+    assert summary["settings"]["estimator"] == "tang" and "Tang et al., k distinct trials, unbiased" in md
+    e_tang, e_dodge = summary["mnist"]["geglu"]["2"]["2"]["expected_val"], dodge["mnist"]["geglu"]["2"]["2"]["expected_val"]
+    assert e_tang > e_dodge  # k distinct trials: never the same trial twice, so a better best
+    assert summary["mnist"]["geglu"]["2"]["curve"]["expected_val"][-1] == pytest.approx(
+        max(float(l.split("val_acc:")[1].split()[0]) for l in path.read_text().splitlines()
+            if l.startswith("trial: model:geglu hidden:2 ")))  # k = N: the best trial, surely
+    for c in summary["mnist_comparisons"]:
+        assert 0 <= c["p_geglu_better"] <= 1 and c["p_value"] is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# The record rule, the runs test, ticks
+
+def test_one_sided_t_test_and_runs_needed_against_a_t_table():
+    # t table, one-sided 1%: 2.602 at df 15, 2.624 at df 14
+    assert analyze.t_below_p(-2.602, 15) == pytest.approx(0.01, abs=2e-4)
+    assert analyze.t_below_p(2.602, 15) == pytest.approx(0.99, abs=2e-4)
+    t, p = analyze.one_sample_below([3.2770, 3.2790, 3.2780], 3.28)  # mean 3.278, sd 0.001, n 3
+    assert t == pytest.approx(-0.002 / (0.001 / math.sqrt(3))) and p == pytest.approx(analyze.t_below_p(t, 2))
+    # mean 3.279, sd 0.0015: t = -(2/3) sqrt(n); n = 15 gives 2.582 < 2.624 (fails), 16 gives 2.667 > 2.602
+    assert analyze.runs_needed(3.279, 0.0015, 3.28, 0.01) == 16
+    assert analyze.runs_needed(3.281, 0.0015, 3.28, 0.01) is None  # above the target: no n will do
+    assert analyze.runs_needed(3.2799999, 0.002, 3.28, 0.01) is None  # beyond MAX_RUNS_NEEDED
+    rule = analyze.record_rule([3.2790 + 0.0015 * d for d in (-1, 0, 1)], 3.28, 0.01)
+    assert rule["verdict"] == "not yet" and rule["runs_needed"] == 16 and rule["more_runs_needed"] == 13
+    assert analyze.record_rule([3.2795, 3.2805], 3.28, 0.01)["verdict"] == "fails: mean not below 3.28"
+    assert analyze.record_rule([3.27, 3.27], 3.28, 0.01)["verdict"] == "passes"  # no spread: t = -inf
+
+
+def test_runs_test_matches_enumeration():
+    for order in ("bbbccc", "bcbcbc", "bbcbcc", "bbbbcc", "bcccccb", "cbbbbbbbbc"):
+        runs = lambda o: 1 + sum(x != y for x, y in zip(o, o[1:]))
+        orders = set(itertools.permutations(order))
+        expected = sum(runs(o) <= runs(order) for o in orders) / len(orders)
+        assert analyze.runs_test_p(order) == pytest.approx(expected)
+    v = analyze.interleaving
+    run = lambda h: dict(started=analyze.parse_time(hours(h)))
+    assert v([run(1), run(3)], [run(0), run(2)])["verdict"] == "interleaved"
+    assert v([run(4), run(5), run(6)], [run(0), run(1), run(2)])["verdict"] == "not interleaved: one group ran first"
+    assert v([run(1), run(2), run(5), run(6), run(9), run(10)],
+             [run(0), run(3), run(4), run(7), run(8), run(11)])["verdict"] == "mixed (no sign of blocks)"
+    assert v([run(1)], [run(1)])["verdict"] == "unknown: runs share a start time"
+
+
+def test_loss_ticks_label_the_final_losses():
+    for lo, hi in ((3.185, 11.3), (3.09, 12.6), (3.25, 3.6), (1.8, 6.5), (0.05, 2.3), (3.27, 3.28)):
+        ticks = analyze.loss_ticks(lo, hi)
+        assert 2 <= len(ticks) <= 11 and all(lo <= t <= hi for t in ticks) and ticks == sorted(ticks)
+        assert ticks[0] <= lo * (hi / lo) ** 0.12  # one near the bottom, where the final losses are
+    assert analyze.loss_ticks(3.185, 11.3) == [3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+    assert analyze.loss_ticks(3.25, 3.6)[:3] == [3.25, 3.3, 3.35]
+
+
+def test_bad_flag_values_get_one_line(tmp_path, capsys):
+    for flags in (["--alpha", "0"], ["--alpha", "nan"], ["--record-alpha", "1.5"], ["--target-loss", "inf"],
+                  ["--target-loss", "-1"], ["--estimator", "median"], ["--k", "0"]):
+        with pytest.raises(SystemExit) as e:
+            analyze.main([str(tmp_path)] + flags)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ")
+        assert flags[0] in err
