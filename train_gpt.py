@@ -50,6 +50,9 @@ Choices where the record is silent or this file differs (all documented in the R
       record printed rank 0's last micro-batch loss. It makes 1 and N GPUs comparable.
     - The shard window moves on to the next shard when the step's windows of *all* ranks would
       not fit (the record tested each rank's own window, so ranks could switch at different steps).
+    - Data order: the record fetches a batch before its loop and then resets its loader, so its
+      first step trains on its first micro-batch twice and every later micro-batch comes one
+      late. Here step s reads the s-th step's micro-batches in order, none of them twice.
     - --warmdown-iters larger than --num-iterations is clamped to it (the record's formula
       would start the run at a reduced learning rate); the log holds the value used.
     - Precision: bf16 autocast on CUDA (the record); fp32 on CPU by default (--precision).
@@ -149,10 +152,13 @@ def rms_norm(x: torch.Tensor) -> torch.Tensor:
     return F.rms_norm(x, (x.size(-1),))          # weightless, over the last dimension
 
 
-def rotary_cos_sin(seq_len: int, head_dim: int, device, base: float = 10000.0):
-    """cos and sin of shape (seq_len, head_dim/2): pair i of a head rotates at base^(-2i/head_dim)."""
+def rotary_cos_sin(seq_len: int, head_dim: int, device, dtype=torch.float32, base: float = 10000.0):
+    """cos and sin of shape (seq_len, head_dim/2): pair i of a head rotates at base^(-2i/head_dim).
+
+    The angles are float32, as the record computes them; cos and sin are taken in `dtype` (the
+    model's: float32, or float64 in the tests)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq)
+    angles = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), inv_freq).to(dtype)
     return angles.cos(), angles.sin()
 
 
@@ -248,11 +254,12 @@ class GPT(nn.Module):
         self.wte.weight = self.lm_head.weight    # tied: one matrix, nn.Linear's init
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        cos, sin = rotary_cos_sin(idx.size(1), self.head_dim, idx.device)
+        cos, sin = rotary_cos_sin(idx.size(1), self.head_dim, idx.device, self.lm_head.weight.dtype)
         x = self.wte(idx)
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.lm_head(rms_norm(x)).float()   # fp32 logits for the loss
+        logits = self.lm_head(rms_norm(x))
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # fp32 (or float64) for the loss
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
@@ -275,12 +282,16 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.
         X = X.T
     for _ in range(steps):
         A = X @ X.T
-        X = a * X + (b * A + c * (A @ A)) @ X
+        B = b * A + c * A @ A                    # (c A) A: the record's order, so its bf16 roundings
+        X = a * X + B @ X
     return X.T if tall else X
 
 
 class Muon(torch.optim.Optimizer):
     """Nesterov momentum, each matrix's update orthogonalised and scaled by sqrt(max(rows, cols)).
+
+    The scale goes into the learning rate (fp32), as the record: the bf16 update is not
+    rounded a second time.
 
     With world_size > 1 the matrices are shared out: rank r orthogonalises the matrices
     i % world_size == r, writes them into a flat bf16 buffer (zeros elsewhere) and one
@@ -323,16 +334,16 @@ class Muon(torch.optim.Optimizer):
                     buf = state["momentum_buffer"][r0:r1]
                     buf.mul_(group["momentum"]).add_(g)
                     g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    update = newton_schulz5(g, steps=group["ns_steps"])
-                    update *= max(update.size(0), update.size(1)) ** 0.5
-                    flat[offset:offset + n] = update.flatten()
+                    flat[offset:offset + n] = newton_schulz5(g, steps=group["ns_steps"]).flatten()
                 offset += n
             if self.world_size > 1:
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             offset = 0
             for p, r0, r1 in items:
                 n = (r1 - r0) * p.size(1)
-                p[r0:r1].add_(flat[offset:offset + n].view(r1 - r0, p.size(1)).to(p.dtype), alpha=-group["lr"])
+                scale = max(r1 - r0, p.size(1)) ** 0.5   # update.square().mean() about 1
+                p[r0:r1].add_(flat[offset:offset + n].view(r1 - r0, p.size(1)).to(p.dtype),
+                              alpha=-group["lr"] * scale)
                 offset += n
 
 

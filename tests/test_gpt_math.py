@@ -1,0 +1,400 @@
+"""The mathematics of train_gpt.py against a plain reference written here, from the record's
+definitions (../shared/reference/modernarch.md, seed 003), not from the script's helpers.
+
+- The model: the reference below is written out as tensor formulas (RMSNorm as x / sqrt(mean
+  x^2 + eps), rotary as one 2x2 rotation matrix per pair and position, attention as a masked
+  softmax of Q K^T, the MLPs from their formulas, cross-entropy as logsumexp - target logit).
+  The script's GPT, built in float64 with every weight re-randomised (its output projections
+  start at zero, which would hide half of each block), must give the reference's loss and every
+  parameter's gradient to 1e-10 relative, for both MLPs.
+- Properties no implementation can hide: causality, blocks are the identity at init, the init
+  scale, the tied embedding/head is one tensor.
+- The optimisers: several steps of Muon and AdamW, with the record's schedule, against a plain
+  reference of the record's update rules.
+"""
+import math
+
+import pytest
+import torch
+
+import train_gpt as tg
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matmuls on one thread: with two threads on a busy 2-core machine they run ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MLPS = ["relu2", "swiglu_thin"]
+SMALL = dict(vocab_size=96, n_layer=2, n_head=2, n_embd=32)      # head dim 16
+
+
+# ---- the reference model ---------------------------------------------------------------------
+
+def ref_rms_norm(x):
+    """Weightless RMSNorm over the last dim. The record calls F.rms_norm without an eps, so the eps
+    is torch's default for it: the machine epsilon of the dtype."""
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + torch.finfo(x.dtype).eps)
+
+
+def ref_rotations(T, D, base=10000.0):
+    """R[t] (D x D) rotates each pair (i, i + D/2) of a head vector at position t by the angle
+    t * base^(-2i/D): (x_i, x_{i+D/2}) -> (x_i cos + x_{i+D/2} sin, -x_i sin + x_{i+D/2} cos).
+    The angles are float32, as the record computes them; their cos and sin are float64."""
+    h = D // 2
+    freq = 1.0 / base ** (torch.arange(0, D, 2, dtype=torch.float32) / D)
+    angle = (torch.arange(T, dtype=torch.float32)[:, None] * freq[None, :]).double()    # (T, h)
+    R = torch.zeros(T, D, D, dtype=torch.float64)
+    for i in range(h):
+        R[:, i, i], R[:, i, i + h] = angle[:, i].cos(), angle[:, i].sin()
+        R[:, i + h, i], R[:, i + h, i + h] = -angle[:, i].sin(), angle[:, i].cos()
+    return R
+
+
+def ref_attention(x, W, prefix, n_head):
+    B, T, C = x.shape
+    D = C // n_head
+    R = ref_rotations(T, D)
+    heads = lambda name: (x @ W[prefix + name].T).view(B, T, n_head, D)  # noqa: E731
+    q, k, v = heads("c_q.weight"), heads("c_k.weight"), heads("c_v.weight")
+    q = ref_rms_norm(torch.einsum("tij,bthj->bthi", R, q))              # rotary, then QK-norm
+    k = ref_rms_norm(torch.einsum("tij,bthj->bthi", R, k))
+    scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(D)      # (B, H, T query, T key)
+    future = torch.arange(T)[None, :] > torch.arange(T)[:, None]      # key s after query t
+    scores = scores.masked_fill(future, -math.inf)
+    weights = torch.exp(scores - scores.amax(-1, keepdim=True))
+    weights = weights / weights.sum(-1, keepdim=True)
+    y = torch.einsum("bhts,bshd->bthd", weights, v).reshape(B, T, C)
+    return y @ W[prefix + "c_proj.weight"].T
+
+
+def ref_mlp(x, W, prefix, mlp):
+    if mlp == "relu2":                                                 # the record
+        h = x @ W[prefix + "c_fc.weight"].T
+        return (torch.where(h > 0, h, 0.0) ** 2) @ W[prefix + "c_proj.weight"].T
+    gate = x @ W[prefix + "c_fc_gate.weight"].T                        # seed 003's three matrices
+    value = x @ W[prefix + "c_fc_val.weight"].T
+    silu = gate / (1 + torch.exp(-gate))
+    return (silu * value) @ W[prefix + "c_proj.weight"].T
+
+
+def ref_logits(W, idx, n_layer, n_head, mlp):
+    E = W["lm_head.weight"]                                            # tied: the embedding is the head
+    x = E[idx]
+    for layer in range(n_layer):
+        p = f"blocks.{layer}."
+        x = x + ref_attention(ref_rms_norm(x), W, p + "attn.", n_head)
+        x = x + ref_mlp(ref_rms_norm(x), W, p + "mlp.", mlp)
+    return ref_rms_norm(x) @ E.T
+
+
+def ref_loss(W, idx, targets, n_layer, n_head, mlp):
+    logits = ref_logits(W, idx, n_layer, n_head, mlp)
+    top = logits.amax(-1, keepdim=True)
+    logsumexp = (top + torch.log(torch.exp(logits - top).sum(-1, keepdim=True))).squeeze(-1)
+    return (logsumexp - logits.gather(-1, targets[..., None]).squeeze(-1)).mean()
+
+
+def reference_weights(model, mlp):
+    """The reference's weights, copied from the script's model by name. swiglu_thin's one (4d, d)
+    gate/value weight is the seed's two (2d, d) matrices, gate rows first."""
+    W = {}
+    for name, p in model.named_parameters():
+        name = "lm_head.weight" if name == "wte.weight" else name
+        if mlp == "swiglu_thin" and name.endswith("mlp.c_fc.weight"):
+            gate, value = p.detach().chunk(2)
+            W[name.replace("c_fc", "c_fc_gate")], W[name.replace("c_fc", "c_fc_val")] = gate, value
+        else:
+            W[name] = p.detach()
+    return {name: w.clone().requires_grad_() for name, w in W.items()}
+
+
+def script_grads_as_reference(model, W, mlp):
+    """The reference's gradient of each script parameter (the two swiglu halves joined)."""
+    out = {}
+    for name, p in model.named_parameters():
+        ref = "lm_head.weight" if name == "wte.weight" else name
+        if mlp == "swiglu_thin" and ref.endswith("mlp.c_fc.weight"):
+            out[name] = torch.cat([W[ref.replace("c_fc", "c_fc_gate")].grad, W[ref.replace("c_fc", "c_fc_val")].grad])
+        else:
+            out[name] = W[ref].grad
+    return out
+
+
+def random_model(mlp, seed=0, **shape):
+    """The script's GPT in float64 with every weight random and non-zero (the output projections
+    start at zero: re-randomised here, else half of each block would be untested)."""
+    shape = {**SMALL, **shape}
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)        # the whole model in float64, its rotary table too
+    try:
+        torch.manual_seed(seed)
+        model = tg.GPT(mlp=mlp, **shape)
+    finally:
+        torch.set_default_dtype(default)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 1.0 / math.sqrt(p.size(1)))
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    return model, shape
+
+
+def relative_error(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+# ---- the model against the reference ---------------------------------------------------------
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_loss_and_every_gradient_equal_the_reference_in_float64(mlp):
+    model, shape = random_model(mlp)
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, shape["vocab_size"], (2, 12), generator=g)
+    targets = torch.randint(0, shape["vocab_size"], (2, 12), generator=g)
+    loss = model(idx, targets)
+    loss.backward()
+    W = reference_weights(model, mlp)
+    expected = ref_loss(W, idx, targets, shape["n_layer"], shape["n_head"], mlp)
+    expected.backward()
+    assert loss.dtype == torch.float64 and 2.0 < expected.item() < 10.0          # a real, non-trivial loss
+    assert abs(loss.item() - expected.item()) <= 1e-10 * abs(expected.item())
+    grads = script_grads_as_reference(model, W, mlp)
+    assert set(grads) == {name for name, _ in model.named_parameters()}
+    for name, p in model.named_parameters():
+        assert p.grad is not None and grads[name].abs().max() > 0, name
+        assert relative_error(p.grad, grads[name]) <= 1e-10, name
+
+
+def reference_shapes(mlp, vocab_size, n_layer, n_embd, **_):
+    """Every matrix of the record (relu2) or of seed 003 (swiglu_thin), by name: (out, in)."""
+    d = n_embd
+    block = {"attn.c_q.weight": (d, d), "attn.c_k.weight": (d, d), "attn.c_v.weight": (d, d),
+             "attn.c_proj.weight": (d, d)}
+    if mlp == "relu2":
+        block.update({"mlp.c_fc.weight": (4 * d, d), "mlp.c_proj.weight": (d, 4 * d)})
+    else:
+        block.update({"mlp.c_fc_gate.weight": (2 * d, d), "mlp.c_fc_val.weight": (2 * d, d),
+                      "mlp.c_proj.weight": (d, 2 * d)})
+    shapes = {f"blocks.{layer}.{name}": shape for layer in range(n_layer) for name, shape in block.items()}
+    return {"lm_head.weight": (vocab_size, d), **shapes}
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_the_script_has_exactly_the_reference_matrices(mlp):
+    """The same matrices, names and shapes as the record / seed 003 (the tied matrix is one
+    parameter, no biases, no norm weights), and so the same parameter count."""
+    model, shape = random_model(mlp)
+    W = reference_weights(model, mlp)
+    assert {name: tuple(w.shape) for name, w in W.items()} == reference_shapes(mlp, **shape)
+    assert len(list(model.parameters())) == 1 + shape["n_layer"] * 6
+    assert sum(w.numel() for w in W.values()) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rms_norm_eps_is_the_machine_epsilon_as_the_record(dtype):
+    """The record's F.rms_norm(x, (x.size(-1),)) has torch's default eps, finfo(dtype).eps. Only
+    inputs with a mean square near eps can show which eps a norm uses (the model test cannot)."""
+    eps = torch.finfo(dtype).eps
+    x = torch.randn(4, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for mean_square in (eps, 10 * eps, 1.0):
+        xs = (x * math.sqrt(mean_square)).to(dtype)
+        expected = xs.double() / torch.sqrt((xs.double() ** 2).mean(-1, keepdim=True) + eps)
+        assert relative_error(tg.rms_norm(xs).double(), expected) < 4 * eps, mean_square
+
+
+# ---- properties --------------------------------------------------------------------------------
+
+def captured_logits(model, idx):
+    """The logits the script's GPT computes (its head's output, seen by a forward hook)."""
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
+    try:
+        model(idx, torch.zeros_like(idx))
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_changing_token_t_changes_nothing_before_t(mlp):
+    model, shape = random_model(mlp)
+    idx = torch.randint(0, shape["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(2))
+    before = captured_logits(model, idx)
+    for t in (0, 5, 15):
+        changed = idx.clone()
+        changed[0, t] = (idx[0, t] + 1) % shape["vocab_size"]
+        after = captured_logits(model, changed)
+        assert torch.allclose(after[:, :t], before[:, :t], rtol=0, atol=1e-12), t    # the past: unchanged
+        assert (after[:, t:] - before[:, t:]).abs().amax(-1).min() > 1e-3, t          # t and later: changed
+    # ... and the loss of a position does not depend on later targets or tokens: the loss of the
+    # first 8 positions is the mean of the full sequence's first 8 per-position losses
+    targets = torch.randint(0, shape["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(3))
+    full = torch.nn.functional.cross_entropy(before[0], targets[0], reduction="none")
+    assert abs(model(idx[:, :8], targets[:, :8]).item() - full[:8].mean().item()) < 1e-12
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_every_block_starts_as_the_identity(mlp):
+    torch.manual_seed(0)
+    model = tg.GPT(mlp=mlp, **SMALL)
+    x = torch.randn(2, 12, SMALL["n_embd"])
+    cos, sin = tg.rotary_cos_sin(12, SMALL["n_embd"] // SMALL["n_head"], "cpu")
+    for block in model.blocks:
+        assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()
+        assert torch.equal(block(x, cos, sin), x)
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_init_is_nn_linear_default_for_every_matrix_and_the_tied_head(mlp):
+    """nn.Linear's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for every matrix (the tied
+    matrix too: the head's init, not the embedding's N(0, 1)); output projections are zero."""
+    torch.manual_seed(0)
+    model = tg.GPT(vocab_size=2048, n_layer=2, n_head=2, n_embd=128, mlp=mlp)
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight"):
+            assert not p.any(), name
+            continue
+        bound = 1 / math.sqrt(p.size(1))
+        assert p.abs().max() <= bound and p.abs().max() > 0.99 * bound, name
+        assert abs(p.std().item() / (bound / math.sqrt(3)) - 1) < 0.03, name
+    assert model.wte.weight is model.lm_head.weight
+
+
+def test_the_tied_embedding_and_head_are_one_tensor():
+    model, shape = random_model("relu2")
+    names = [name for name, _ in model.named_parameters()]
+    assert "wte.weight" in names and "lm_head.weight" not in names         # one parameter
+    assert model.wte.weight.data_ptr() == model.lm_head.weight.data_ptr()
+    with torch.no_grad():
+        model.lm_head.weight[3] += 1.0                                         # writing the head ...
+    assert torch.equal(model.wte(torch.tensor([3])), model.lm_head.weight[3:4])   # ... writes the embedding
+
+
+# ---- the optimisers against a reference --------------------------------------------------------
+
+def ref_lr_factor(it, num_iterations, warmup_iters, warmdown_iters):
+    """The record's get_lr: linear warmup, then 1, then linear decay to 0 over the last warmdown_iters."""
+    if it < warmup_iters:
+        return (it + 1) / warmup_iters
+    if it < num_iterations - warmdown_iters:
+        return 1.0
+    return (num_iterations - it) / warmdown_iters
+
+
+def ref_orthogonalise(G):
+    """The record's zeropower_via_newtonschulz5 with its 5 steps, operation for operation: in bf16,
+    normalised by the Frobenius norm, iterated on the wide side (transposed when tall)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16()
+    X = X / (X.norm() + 1e-7)
+    tall = G.size(0) > G.size(1)
+    if tall:
+        X = X.T
+    for _ in range(5):
+        A = X @ X.T
+        B = b * A + c * A @ A
+        X = a * X + B @ X
+    return X.T if tall else X
+
+
+class RefMuon:
+    """The record's Muon on a list of matrices: buf = m buf + g; Nesterov u = g + m buf; the
+    orthogonalised u, scaled by sqrt(max(rows, cols)) inside the fp32 learning rate."""
+
+    def __init__(self, matrices, lr, momentum=0.95):
+        self.matrices, self.lr, self.momentum = matrices, lr, momentum
+        self.bufs = [torch.zeros_like(p) for p in matrices]
+
+    def step(self, grads, factor):
+        for p, g, buf in zip(self.matrices, grads, self.bufs):
+            buf.mul_(self.momentum).add_(g)
+            u = g.add(buf, alpha=self.momentum)
+            p.add_(ref_orthogonalise(u), alpha=-self.lr * factor * max(p.shape) ** 0.5)
+
+
+class RefAdamW:
+    """Adam with decoupled weight decay 0 (so plain Adam), betas (0.9, 0.95), eps 1e-8, in float64."""
+
+    def __init__(self, p, lr, betas=(0.9, 0.95), eps=1e-8):
+        self.p, self.lr, self.betas, self.eps, self.t = p.double(), lr, betas, eps, 0
+        self.m, self.v = torch.zeros_like(self.p), torch.zeros_like(self.p)
+
+    def step(self, g, factor):
+        b1, b2 = self.betas
+        self.t += 1
+        g = g.double()
+        self.m = b1 * self.m + (1 - b1) * g
+        self.v = b2 * self.v + (1 - b2) * g * g
+        m_hat, v_hat = self.m / (1 - b1 ** self.t), self.v / (1 - b2 ** self.t)
+        self.p = self.p - self.lr * factor * m_hat / (v_hat.sqrt() + self.eps)
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_optimiser_steps_equal_the_record_update_rules(mlp):
+    """Six steps of build_optimizers' AdamW + Muon, with the learning rate set as train_gpt.py's loop
+    sets it, against the reference with the record's schedule (warmup 2, flat, warmdown 3 of 6 steps).
+
+    Tolerances (the weights are N(0, 1/48): below ~0.7, where an fp32 ulp is 6e-8).
+    Muon: the reference runs the record's operations in the record's order (the iteration in
+    bf16, the update added in fp32 with lr x scale as alpha), so on one machine both give the same
+    bits (measured: 0). We allow 1e-8, less than one fp32 rounding of the larger weights: one bf16
+    rounding more or less anywhere (the scale applied in bf16, the iteration in another order or
+    not transposed) moves some weight by ~2^-9 of its update, ~1e-6.
+    AdamW: torch computes in fp32, the reference in float64, so each of the 6 steps rounds the
+    weights to fp32 (< 4e-8 each at these sizes): we allow 1e-7. Weight decay 0.01 moves a weight
+    of 0.1 by 3.6e-6 a step; other betas change the steps after the first by far more."""
+    # width 48: no matrix has a power-of-two sqrt(max(rows, cols)) (64 would: 8 and 16), so a scale
+    # applied in bf16 would round
+    hp = tg.Hyperparameters(mlp=mlp, n_layer=2, n_head=2, n_embd=48, vocab_size=128, num_iterations=6,
+                            warmup_iters=2, warmdown_iters=3, compile=False)
+    torch.manual_seed(0)
+    model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp)
+    with torch.no_grad():                                  # c_proj non-zero, like a trained model
+        for p in model.parameters():
+            p.normal_(0.0, 1.0 / math.sqrt(p.size(1)))
+    adamw, muon = tg.build_optimizers(model, hp)
+    names = {id(p): name for name, p in model.named_parameters()}
+    assert [names[id(p)] for g in adamw.param_groups for p in g["params"]] == ["wte.weight"]   # the tied head only
+    block_names = [name for name, _ in model.named_parameters() if name.startswith("blocks.")]
+    assert [names[id(p)] for g in muon.param_groups for p in g["params"]] == block_names
+    assert all(g["weight_decay"] == 0 and g["betas"] == (0.9, 0.95) for g in adamw.param_groups)
+
+    def split(name, w):                                    # the record's matrices of a script weight
+        return list(w.chunk(2)) if mlp == "swiglu_thin" and name.endswith("c_fc.weight") else [w]
+
+    # the reference: the head in float64; the block matrices as the record has them (gate, value apart)
+    head = RefAdamW(model.lm_head.weight.detach().clone(), lr=0.0036)
+    start = head.p.clone()
+    ref_matrices = [m.clone() for name, p in model.named_parameters() if name.startswith("blocks.")
+                    for m in split(name, p.detach())]
+    assert len(ref_matrices) == hp.n_layer * (6 if mlp == "relu2" else 7)
+    start_matrices = [m.clone() for m in ref_matrices]
+    muon_ref = RefMuon(ref_matrices, lr=0.00036)
+
+    g = torch.Generator().manual_seed(1)
+    for step in range(hp.num_iterations):
+        # small gradients, ~1e-6 as late in training: Adam's eps (1e-8) then changes its steps by ~1%
+        grads = {name: 1e-6 * torch.randn(p.shape, generator=g) for name, p in model.named_parameters()}
+        for name, p in model.named_parameters():
+            p.grad = grads[name].clone()
+        factor = tg.lr_factor(step, hp.num_iterations, hp.warmup_iters, hp.warmdown_iters)
+        for opt in (adamw, muon):                          # as train_gpt.py's loop
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            opt.step()
+        ref_factor = ref_lr_factor(step, hp.num_iterations, hp.warmup_iters, hp.warmdown_iters)
+        head.step(grads["wte.weight"], ref_factor)
+        muon_ref.step([m for name in block_names for m in split(name, grads[name])], ref_factor)
+
+    ours_head = model.lm_head.weight.detach().double()
+    assert (ours_head - head.p).abs().max().item() <= 1e-7
+    assert (head.p - start).abs().max().item() > 0.01                            # it did move
+    script_matrices = [m for name, p in model.named_parameters() if name.startswith("blocks.")
+                       for m in split(name, p.detach())]
+    for ours, ref, first in zip(script_matrices, ref_matrices, start_matrices):
+        assert (ours - ref).abs().max().item() <= 1e-8
+        assert (ref - first).abs().max().item() > 1e-3                          # it did move
