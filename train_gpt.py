@@ -15,6 +15,8 @@ How to run
     torchrun --standalone --nproc_per_node=8 train_gpt.py --mlp swiglu_thin     # 8 GPUs, 5100 steps
     torchrun --standalone --nproc_per_node=1 train_gpt.py --mlp relu2 --num-iterations 1500   # 1 GPU
     python train_gpt.py --mlp relu2 --num-iterations 1500     # also 1 GPU, one process
+    python train_gpt.py --mlp relu2 --num-iterations 1500 --save-every 250    # checkpoints beside the log
+    python train_gpt.py --resume logs/gpt-<time>-<id>.txt     # continue that run after a crash or a kill
     # two nodes of 8 GPUs (run on each node; --node-rank 0 on the first):
     torchrun --nnodes=2 --node-rank=0 --nproc_per_node=8 --master-addr=HOST0 --master-port=29500 train_gpt.py
     # CPU smoke run (seconds, no GPU, no download):
@@ -142,6 +144,8 @@ class UsageError(Exception):
 
 class FlagParser(argparse.ArgumentParser):
     def error(self, message):                    # argparse's usage + error lines, as one line
+        if message.startswith("unrecognized arguments: ") and any(os.path.exists(a) for a in message.split()[2:]):
+            raise UsageError(f"{message}: quote the --train-files / --val-files glob, or the shell expands it")
         raise UsageError(f"{message} (python train_gpt.py --help lists the flags)")
 
 
@@ -553,14 +557,16 @@ class DistributedTokenLoader:
 
 def find_files(pattern: str) -> list:
     """Files matching the glob, from the current folder, else (relative globs) from this file's folder."""
-    files = sorted(glob.glob(pattern))
-    if not files and not os.path.isabs(pattern):
-        files = sorted(glob.glob(str(Path(__file__).resolve().parent / pattern)))
+    files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+    if not files and pattern and not os.path.isabs(pattern):
+        files = sorted(f for f in glob.glob(str(Path(__file__).resolve().parent / pattern)) if os.path.isfile(f))
     return files
 
 
 def no_files_message(flag: str, pattern: str, need: int) -> str:
     """Why nothing matches a --train-files / --val-files glob, and what to do about it."""
+    if not pattern or os.path.isdir(pattern):
+        return f"{flag} {pattern or repr('')}: give it a glob of shard files (e.g. '{pattern or 'data/tiny'}/*.bin')"
     folder = Path(pattern).parent
     if folder.name == FINEWEB_DIR.name:          # FineWeb's folder (here, or where --dir put it): download it
         elsewhere = "" if folder == Path("data/fineweb10B") or folder.resolve() == FINEWEB_DIR else f" --dir {folder}"
@@ -907,6 +913,14 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         train_loader.load_state_dict(checkpoint["loader"])
 
     # ---- model and optimisers (same seed on every rank: identical initial weights)
+    with torch.device("meta"):                   # its size first, without allocating it
+        n_params = sum(p.numel() for p in GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp).parameters())
+    memory = (torch.cuda.mem_get_info(device)[1] if use_cuda
+              else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if 16 * n_params > memory:                   # fp32 weights, gradients and two optimiser states each
+        raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) has "
+                         f"{n_params:,} weights: with their gradients and optimiser states that is more than the "
+                         f"{memory / 2**30:.0f} GiB of {device.type} memory; make it smaller")
     torch.manual_seed(hp.seed)
     try:
         with device:
@@ -929,7 +943,6 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         if use_cuda and checkpoint["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
     raw_model = model                            # what a checkpoint saves: not compiled, not wrapped in DDP
-    n_params = sum(p.numel() for p in model.parameters())
     n_muon = len(optimizers[1].param_groups[0]["params"])
     n_muon_matrices = len(Muon.matrices(optimizers[1].param_groups[0]["params"]))
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())

@@ -428,6 +428,10 @@ BAD_SETTINGS = [                                  # (flags, words the one line m
     (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     (["--mlp", "gelu"], "argument --mlp: invalid choice: 'gelu'"),
     (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    (["--val-files", str(REPO / "train_gpt.py"), str(REPO / "README.md")],      # a glob the shell expanded
+     f"unrecognized arguments: {REPO / 'README.md'}: quote the --train-files / --val-files glob"),
+    (["--val-files", str(REPO / "data")], f"--val-files {REPO / 'data'}: give it a glob of shard files"),
+    (["--n-embd", "100000"], "has 240,051,200,000 weights: with their gradients and optimiser states that is more"),
 ]
 
 

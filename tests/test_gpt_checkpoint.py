@@ -208,12 +208,20 @@ def test_a_checkpoint_holds_the_whole_state_of_the_run(baseline):
         f"{size / 2**20:.1f}MiB"
 
 
-def test_a_failed_write_leaves_no_checkpoint_behind(tmp_path):
-    path = tmp_path / "step5.pt"
+def test_a_checkpoint_is_written_under_a_temporary_name_and_a_failed_write_leaves_nothing(tmp_path):
+    during = []
+
+    class Probe:                                                               # pickled in the middle of the write
+        def __reduce__(self):
+            during.append(sorted(p.name for p in tmp_path.iterdir()))
+            return int, (0,)
+
+    tg.write_checkpoint({"weights": torch.zeros(1000), "probe": Probe()}, tmp_path / "step5.pt", keep_last=0)
+    assert during == [["step5.pt.tmp"]] and [p.name for p in tmp_path.iterdir()] == ["step5.pt"]
     with pytest.raises(Exception):
-        tg.write_checkpoint({"weights": torch.zeros(1000), "unpicklable": lambda: 0}, path, keep_last=0)
-    assert list(tmp_path.iterdir()) == []
-    for step in (5, 10, 15):
+        tg.write_checkpoint({"weights": torch.zeros(1000), "unpicklable": lambda: 0}, tmp_path / "step6.pt", 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["step5.pt"]
+    for step in (10, 15):
         tg.write_checkpoint({"step": step}, tmp_path / f"step{step}.pt", keep_last=2)
     assert [p.name for _, p in tg.checkpoints_in(tmp_path)] == ["step10.pt", "step15.pt"]
 
