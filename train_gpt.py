@@ -15,6 +15,8 @@ How to run
     torchrun --standalone --nproc_per_node=8 train_gpt.py --mlp swiglu_thin     # 8 GPUs, 5100 steps
     torchrun --standalone --nproc_per_node=1 train_gpt.py --mlp relu2 --num-iterations 1500   # 1 GPU
     python train_gpt.py --mlp relu2 --num-iterations 1500     # also 1 GPU, one process
+    python train_gpt.py --mlp relu2 --num-iterations 1500 --save-every 250    # checkpoints beside the log
+    python train_gpt.py --resume logs/gpt-<time>-<id>.txt     # continue that run after a crash or a kill
     # two nodes of 8 GPUs (run on each node; --node-rank 0 on the first):
     torchrun --nnodes=2 --node-rank=0 --nproc_per_node=8 --master-addr=HOST0 --master-port=29500 train_gpt.py
     # CPU smoke run (seconds, no GPU, no download):
@@ -63,15 +65,20 @@ Choices where the record is silent or this file differs (all documented in the R
 import argparse
 import dataclasses
 import glob
+import hashlib
+import itertools
 import math
 import os
 import platform
 import resource
 import secrets
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -122,26 +129,88 @@ class Hyperparameters:
                         help="auto: cuda if there is one"))
     precision: str = field(default="auto", metadata=dict(choices=["auto", "bf16", "fp32"],
                            help="autocast dtype; auto: bf16 on CUDA (the record), fp32 on CPU"))
+    threads: int = field(default=1, metadata=dict(
+        help="torch's CPU threads per process. One is best on a small or shared CPU: with more, a busy "
+             "core stalls the others (the CPU smoke run: 3.4 s idle, 2 minutes beside one busy process)"))
     log_dir: str = field(default="logs", metadata=dict(help="folder of the log file"))
-
-
-def parse_args(argv=None) -> Hyperparameters:
-    """Command-line flags derived from the dataclass: one flag per field, defaults from the field."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(Hyperparameters):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool or f.type == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=f.default, help=f.metadata.get("help"))
-        else:
-            parser.add_argument(flag, dest=f.name, type=type(f.default), default=f.default,
-                                choices=f.metadata.get("choices"), help=f.metadata.get("help"))
-    return Hyperparameters(**vars(parser.parse_args(argv)))
+    # checkpoints: logs/gpt-<time>-<id>/step<N>.pt, next to the run's log
+    save_every: int = field(default=0, metadata=dict(help="write a checkpoint every N steps (0: never)"))
+    save_final: bool = field(default=False, metadata=dict(help="write a checkpoint after the last step"))
+    keep_last: int = field(default=0, metadata=dict(help="keep only the K newest checkpoints of the run (0: all)"))
+    resume: str = field(default="", metadata=dict(
+        help="continue a run: its checkpoint (logs/gpt-<time>-<id>/step<N>.pt), or its log (the newest checkpoint)"))
 
 
 class UsageError(Exception):
     """A problem with the run's inputs: printed as one line `error: ...`, exit status 2."""
+
+
+class FlagParser(argparse.ArgumentParser):
+    def error(self, message):                    # argparse's usage + error lines, as one line
+        if message.startswith("unrecognized arguments: ") and any(os.path.exists(a) for a in message.split()[2:]):
+            raise UsageError(f"{message}: quote the --train-files / --val-files glob, or the shell expands it")
+        raise UsageError(f"{message} (python train_gpt.py --help lists the flags)")
+
+
+def parse_flags(argv=None) -> dict:
+    """The flags typed on the command line, {field name: value}: one flag per dataclass field."""
+    parser = FlagParser(description=__doc__.split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    for f in dataclasses.fields(Hyperparameters):
+        flag, help = "--" + f.name.replace("_", "-"), f"{f.metadata['help']} (default: {f.default!r})"
+        if f.type is bool or f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help)
+        else:
+            parser.add_argument(flag, dest=f.name, type=type(f.default), choices=f.metadata.get("choices"),
+                                help=help)
+    return vars(parser.parse_args(argv))
+
+
+def parse_args(argv=None) -> Hyperparameters:
+    """The run's settings: the flags typed, the dataclass's defaults for the others."""
+    return Hyperparameters(**parse_flags(argv))
+
+
+AT_LEAST_ONE = ("n_layer", "n_head", "n_embd", "vocab_size", "seq_len", "batch_size", "device_batch_size",
+                "num_iterations", "val_tokens", "threads")
+AT_LEAST_ZERO = ("ns_steps", "warmup_iters", "warmdown_iters", "val_every", "save_every", "keep_last")
+
+
+def check_settings(hp: Hyperparameters, world_size: int):
+    """Refuse, before anything is read or written, a setting out of its range or at odds with the others."""
+    def flag(name):
+        return f"--{name.replace('_', '-')} {getattr(hp, name)}"
+
+    defaults = Hyperparameters()
+    for name in AT_LEAST_ONE + AT_LEAST_ZERO:
+        lowest = 1 if name in AT_LEAST_ONE else 0
+        if getattr(hp, name) < lowest:
+            raise UsageError(f"{flag(name)}: must be {lowest} or more (default {getattr(defaults, name)})")
+    for name in ("lr", "muon_lr"):               # finite in float32, where the optimisers compute
+        if not 0 <= getattr(hp, name) < torch.finfo(torch.float32).max:
+            raise UsageError(f"{flag(name)}: must be a finite number >= 0 (default {getattr(defaults, name)})")
+    if not 0 <= hp.muon_momentum < 1:
+        raise UsageError(f"{flag('muon_momentum')}: must be at least 0 and below 1 (default {defaults.muon_momentum})")
+    if not 0 <= hp.seed < 2**64:
+        raise UsageError(f"{flag('seed')}: must be between 0 and 2^64 - 1 (torch's seeds)")
+    if hp.n_embd % hp.n_head or (hp.n_embd // hp.n_head) % 2:
+        raise UsageError(f"{flag('n_head')}: --n-embd {hp.n_embd} must split into {hp.n_head} heads of even "
+                         "size (rotary turns pairs of dimensions); pick a width and head count where it does")
+    if hp.warmup_iters > hp.num_iterations:
+        raise UsageError(f"{flag('warmup_iters')}: more than --num-iterations {hp.num_iterations}, the lr would "
+                         "never reach its value; lower it")
+    micro_batch = hp.device_batch_size * world_size
+    if hp.batch_size % micro_batch:
+        raise UsageError(f"{flag('batch_size')}: not a multiple of --device-batch-size {hp.device_batch_size} x "
+                         f"{world_size} processes = {micro_batch}; pick values where it is (gradient "
+                         "accumulation = batch / (device batch x processes))")
+    if hp.val_tokens % (micro_batch * hp.seq_len):
+        raise UsageError(f"{flag('val_tokens')}: not a multiple of --device-batch-size x --seq-len x processes "
+                         f"= {micro_batch * hp.seq_len}; pick a multiple of it")
+    if hp.save_every > hp.num_iterations:
+        raise UsageError(f"{flag('save_every')}: more than --num-iterations {hp.num_iterations}, so no checkpoint "
+                         "would be written; lower it (or use --save-final for one at the end)")
+    if hp.keep_last and not (hp.save_every or hp.save_final):
+        raise UsageError(f"{flag('keep_last')}: no checkpoints are written; add --save-every N (or --save-final)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -377,31 +446,45 @@ def lr_factor(step: int, num_iterations: int, warmup_iters: int, warmdown_iters:
 SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 256 * 4
 FULL_SHARD_TOKENS = 100_000_000                  # a FineWeb-10B shard: 200,001,024 bytes
 DOWNLOAD_SCRIPT = "data/cached_fineweb10B.py"
+FINEWEB_DIR = Path(__file__).resolve().parent / "data" / "fineweb10B"     # where DOWNLOAD_SCRIPT puts them
 
 
 class ShardError(UsageError):
     """A shard file that is not what the header says it is; the message names the file."""
 
 
+def redo_shard_advice(path, ntok=None) -> str:
+    """What to do about a shard cut short: download a FineWeb shard again; remake any other."""
+    path = Path(path)
+    if ntok == FULL_SHARD_TOKENS or path.resolve().parent == FINEWEB_DIR:
+        index = "".join(c for c in path.stem if c.isdigit()).lstrip("0") or "0"    # fineweb_train_000007 -> 7
+        folder = "" if path.resolve().parent == FINEWEB_DIR else f" --dir {path.parent}"
+        return f"run `python {DOWNLOAD_SCRIPT} {index}{folder}`, which downloads incomplete shards again"
+    tiny = " (the synthetic set: `python data/make_tiny_shards.py --out DIR`)" * path.name.startswith("fineweb_")
+    return (f"it is not a FineWeb-10B download (those hold {FULL_SHARD_TOKENS:,} tokens): write it again with "
+            f"the program that made it{tiny}")
+
+
 def read_shard_header(path) -> int:
     """Validate the shard's header and size; return its token count."""
     size = os.path.getsize(path)
-    redownload = f"delete it and run `python {DOWNLOAD_SCRIPT}` again"
     if size < HEADER_BYTES:
-        raise ShardError(f"{path}: truncated: {size} bytes, shorter than the {HEADER_BYTES}-byte header; {redownload}")
+        raise ShardError(f"{path}: truncated: {size} bytes, shorter than the {HEADER_BYTES}-byte header; "
+                         f"{redo_shard_advice(path)}")
     header = np.fromfile(path, dtype="<i4", count=3)
     if header[0] != SHARD_MAGIC:
-        raise ShardError(f"{path}: bad magic number {header[0]} (expected {SHARD_MAGIC}): not a token shard")
+        raise ShardError(f"{path}: bad magic number {header[0]} (expected {SHARD_MAGIC}): not a token shard; "
+                         "check --train-files / --val-files")
     if header[1] != SHARD_VERSION:
         raise ShardError(f"{path}: unsupported shard version {header[1]} (expected {SHARD_VERSION})")
     ntok = int(header[2])
     expected = HEADER_BYTES + 2 * ntok
     if size < expected:
         raise ShardError(f"{path}: truncated: header says {ntok} tokens ({expected} bytes) but the file "
-                         f"has {size} bytes; {redownload}")
+                         f"has {size} bytes; {redo_shard_advice(path, ntok)}")
     if size != expected:
         raise ShardError(f"{path}: size mismatch: header says {ntok} tokens ({expected} bytes) but the file "
-                         f"has {size} bytes")
+                         f"has {size} bytes; {redo_shard_advice(path, ntok)}")
     return ntok
 
 
@@ -468,13 +551,47 @@ class DistributedTokenLoader:
         """Steps before the loader wraps around to the first shard."""
         return sum(windows_per_shard(n, self.step_tokens) for n in self.ntoks)
 
+    def state_dict(self) -> dict:
+        """Where the next step reads, between steps. `position` counts tokens of the whole job's
+        stream in the shard, so it means the same on any number of ranks (for the same global batch)."""
+        assert self.micro == 0, "the loader's position is saved between steps"
+        return dict(shard=self.shard, position=self.position, micro=self.micro, wraps=self.wraps)
+
+    def load_state_dict(self, state: dict):
+        self.shard, self.position, self.micro, self.wraps = (state[k] for k in ("shard", "position", "micro", "wraps"))
+        self.tokens = self._load(self.shard)
+
+    def file_list(self) -> list:
+        """[name, token count] of each shard: what a resumed run must read again."""
+        return [[Path(f).name, n] for f, n in zip(self.files, self.ntoks)]
+
 
 def find_files(pattern: str) -> list:
     """Files matching the glob, from the current folder, else (relative globs) from this file's folder."""
-    files = sorted(glob.glob(pattern))
-    if not files and not os.path.isabs(pattern):
-        files = sorted(glob.glob(str(Path(__file__).resolve().parent / pattern)))
+    files = sorted(f for f in glob.glob(pattern) if os.path.isfile(f))
+    if not files and pattern and not os.path.isabs(pattern):
+        files = sorted(f for f in glob.glob(str(Path(__file__).resolve().parent / pattern)) if os.path.isfile(f))
     return files
+
+
+def no_files_message(flag: str, pattern: str, need: int) -> str:
+    """Why nothing matches a --train-files / --val-files glob, and what to do about it."""
+    if not pattern or os.path.isdir(pattern):
+        return f"{flag} {pattern or repr('')}: give it a glob of shard files (e.g. '{pattern or 'data/tiny'}/*.bin')"
+    folder = Path(pattern).parent
+    if folder.name == FINEWEB_DIR.name:          # FineWeb's folder (here, or where --dir put it): download it
+        elsewhere = "" if folder == Path("data/fineweb10B") or folder.resolve() == FINEWEB_DIR else f" --dir {folder}"
+        return (f"no shard matches {flag} {pattern}; download FineWeb-10B with "
+                f"`python {DOWNLOAD_SCRIPT} {need}{elsewhere}`")
+    beside_script = Path(__file__).resolve().parent / folder
+    if not folder.is_dir() and not folder.is_absolute() and beside_script.is_dir():
+        folder = beside_script
+    if not folder.is_dir():
+        return f"no file matches {flag} {pattern}: there is no folder {folder}; check the path"
+    names = sorted(p.name for p in folder.iterdir())
+    holds = (f"it holds {len(names)} other file(s): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+             if names else "it is empty")
+    return f"no file in {folder} matches {flag} {pattern} ({holds}); check the pattern (and quote it)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -487,16 +604,18 @@ def value(v) -> str:
 
 
 class RunLog:
+    """Rank 0's log (appended to: a resumed run continues its file); RunLog() is the other ranks' (silent)."""
+
     def __init__(self, path=None):
         self.file = open(path, "a") if path is not None else None
         self.path = path
 
     def write(self, line: str, echo: bool = True):
-        if echo:
-            print(line, flush=True)
-        if self.file is not None:
+        if self.file is not None:                # the file first: a line on screen is a line in the log
             self.file.write(line + "\n")
             self.file.flush()
+            if echo:
+                print(line, flush=True)
 
     def close(self):
         if self.file is not None:
@@ -506,7 +625,8 @@ class RunLog:
 def environment_text() -> str:
     lines = [f"python: {sys.version.split()[0]}", f"torch: {torch.__version__}", f"numpy: {np.__version__}",
              f"platform: {platform.platform()}", f"cpu_count: {os.cpu_count()}",
-             f"cuda: {torch.version.cuda} available:{torch.cuda.is_available()}"]
+             f"cuda: {torch.version.cuda} available:{torch.cuda.is_available()}",
+             f"torch_threads: {torch.get_num_threads()}"]
     if shutil.which("nvidia-smi"):
         try:
             lines.append(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout)
@@ -530,67 +650,259 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
+# Checkpoints: logs/gpt-<time>-<id>/step<N>.pt beside the log, with everything the next step needs
+
+CHECKPOINT_KIND, CHECKPOINT_VERSION = "train_gpt.py checkpoint", 1
+# Settings a resumed run may change: how it runs, not what it computes. (The shards that --train-files
+# and --val-files match must still be the run's, and --precision must resolve to the run's dtype.)
+RESUMABLE = {"device_batch_size", "compile", "device", "precision", "threads", "log_dir", "train_files",
+             "val_files", "save_every", "save_final", "keep_last", "resume"}
+
+
+def checkpoint_folder(log_path) -> Path:
+    return Path(log_path).with_suffix("")        # logs/gpt-<time>-<id>.txt -> logs/gpt-<time>-<id>/
+
+
+def checkpoints_in(folder) -> list:
+    """[(step, path)] of the folder's complete checkpoints, oldest first (a *.tmp is an unfinished one)."""
+    return sorted((int(p.stem[4:]), p) for p in Path(folder).glob("step*.pt") if p.stem[4:].isdigit())
+
+
+def find_checkpoint(resume: str):
+    """The checkpoint --resume names (or the newest of the log / folder it names), and the run's log."""
+    path = Path(resume)
+    if path.is_file() and path.suffix == ".pt":
+        return path, path.parent.with_suffix(".txt")
+    if path.is_file():
+        with open(path, errors="replace") as f:
+            if not f.readline().startswith("run:gpt "):
+                raise UsageError(f"--resume {resume}: not a train_gpt.py log or checkpoint; pass a run's log "
+                                 "(logs/gpt-<time>-<id>.txt) or one of its checkpoints "
+                                 "(logs/gpt-<time>-<id>/step<N>.pt)")
+        folder = checkpoint_folder(path)
+    elif path.is_dir():
+        folder = path
+    else:
+        raise UsageError(f"--resume {resume}: no such file or folder; pass a run's log (logs/gpt-<time>-<id>.txt) "
+                         "or one of its checkpoints (logs/gpt-<time>-<id>/step<N>.pt)")
+    found = checkpoints_in(folder) if folder.is_dir() else []
+    if not found:
+        raise UsageError(f"--resume {resume}: the run has no checkpoint in {folder}/ (it ran without --save-every "
+                         "or --save-final), so it cannot be resumed; start it again with --save-every N")
+    return found[-1][1], folder.with_suffix(".txt")
+
+
+def load_checkpoint(path) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:                       # a user's file: however it fails to load, one line says so
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"--resume {path}: cannot be read as a checkpoint ({type(e).__name__}: {reason}); "
+                         "resume from another checkpoint of the run") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("kind") != CHECKPOINT_KIND:
+        raise UsageError(f"--resume {path}: not a train_gpt.py checkpoint")
+    if checkpoint.get("version") != CHECKPOINT_VERSION:
+        raise UsageError(f"--resume {path}: checkpoint format {checkpoint.get('version')}, but this train_gpt.py "
+                         f"reads format {CHECKPOINT_VERSION}; resume with the train_gpt.py that wrote it")
+    return checkpoint
+
+
+def resumed_settings(checkpoint: dict, given: dict, path) -> Hyperparameters:
+    """The run's settings from the checkpoint, with the flags typed now that only change how it runs."""
+    names = {f.name for f in dataclasses.fields(Hyperparameters)}
+    run = Hyperparameters(**{k: v for k, v in checkpoint["hp"].items() if k in names})
+    clashes = [f"--{k.replace('_', '-')} {v} (the run's: {getattr(run, k)})" for k, v in given.items()
+               if k not in RESUMABLE and v != getattr(run, k)]
+    if clashes:
+        raise UsageError(f"--resume {path}: {', '.join(clashes)}: a resumed run keeps every setting that changes "
+                         "what it computes; drop the flag(s), or start a new run without --resume")
+    return dataclasses.replace(run, **{k: v for k, v in given.items() if k in RESUMABLE})
+
+
+def gathered_muon_state(muon: "Muon") -> dict:
+    """Muon's state_dict with every matrix's state, on every rank.
+
+    Muon updates matrix i (in Muon.matrices order) on rank i % world_size only, so a rank's state
+    tensors hold current rows for its own matrices and zeros (or, after a resume, stale rows) for the
+    others'. One all_reduce per tensor sums each rank's own rows: the state one rank would have.
+    """
+    state_dict = muon.state_dict()
+    if muon.world_size == 1:
+        return state_dict
+    params = [p for group in muon.param_groups for p in group["params"]]       # state_dict()'s numbering
+    owned = {p: [] for p in params}
+    for group in muon.param_groups:
+        for i, (p, r0, r1) in enumerate(Muon.matrices(group["params"])):
+            if i % muon.world_size == muon.rank:
+                owned[p].append((r0, r1))
+    names = [None] * muon.world_size             # a rank that owns no matrix of a weight has no state for it
+    dist.all_gather_object(names, [(i, key) for i, p in enumerate(params) for key in muon.state.get(p, {})])
+    state = {}
+    for i, key in sorted(set().union(*map(set, names))):
+        p = params[i]
+        mine = muon.state.get(p, {}).get(key)
+        assert mine is None or (torch.is_tensor(mine) and mine.shape == p.shape), \
+            f"Muon state {key!r} is not a tensor of its weight's shape: teach gathered_muon_state to gather it"
+        full = torch.zeros_like(p, dtype=p.dtype if mine is None else mine.dtype)
+        for r0, r1 in owned[p]:
+            full[r0:r1] = mine[r0:r1]
+        dist.all_reduce(full, op=dist.ReduceOp.SUM)
+        state.setdefault(i, {})[key] = full
+    return dict(state_dict, state=state)
+
+
+def write_checkpoint(checkpoint: dict, path: Path, keep_last: int):
+    """Write to <path>.tmp, then rename: a kill during the write leaves no file that looks complete."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if keep_last:
+        for _, old in checkpoints_in(path.parent)[:-keep_last]:
+            old.unlink()
+
+
+def source_in_log(log_text: str, source: str) -> bool:
+    """Whether the log's header holds exactly this source (the header is written as in run())."""
+    first_line_end = log_text.find("\n") + 1
+    return log_text.startswith("=" * 100 + "\n" + source + "\n", first_line_end)
+
+
+def command_line(args) -> str:
+    """The command that runs this script with args, launched as this process was (python or torchrun)."""
+    script = os.path.relpath(__file__)
+    script = script if not script.startswith("..") else __file__
+    world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    launcher = ("python" if world == 1 else f"torchrun --standalone --nproc_per_node={world}" if local == world
+                else "torchrun <your launch flags, on each node>")
+    return " ".join([launcher, shlex.quote(script)] + [shlex.quote(str(a)) for a in args])
+
+
+# ----------------------------------------------------------------------------------------------
 # The run
 
 
+class TrainClock:
+    """The record's training time: it runs from step 10 on (the steps before are warm-up: torch.compile
+    compiles, caches fill) and stops while the run validates or writes a checkpoint. A resumed run
+    starts from the checkpoint's time and step count, so the log reads as one run."""
+
+    def __init__(self, synchronize, ms=0.0, timed_steps=0):
+        self.synchronize, self.ms, self.timed_steps, self.t0 = synchronize, ms, timed_steps, None
+
+    def start(self):
+        self.synchronize()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> bool:
+        """Stop the clock; True if it was running."""
+        if self.t0 is None:
+            return False
+        self.synchronize()
+        self.ms += 1000 * (time.perf_counter() - self.t0)
+        self.t0 = None
+        return True
+
+    def read(self) -> float:
+        return self.ms + (1000 * (time.perf_counter() - self.t0) if self.t0 is not None else 0.0)
+
+
+def raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
-    hp = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ    # set by torchrun
     rank = int(os.environ.get("RANK", 0))
+    threads = torch.get_num_threads()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:   # SIGTERM (a job's time limit; torchrun stopping the other ranks) ends the run as Ctrl-C does
+        previous_sigterm = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
-        return run(hp, distributed)
+        given = parse_flags(argv)
+        return run(Hyperparameters(**given), given, argv, distributed)
     except UsageError as e:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:                    # before the training loop, which handles its own
+        if rank == 0:
+            print("interrupted before training started", file=sys.stderr, flush=True)
+        return 130
     finally:
+        torch.set_num_threads(threads)           # a caller in the same process (the tests) keeps its own
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def run(hp: Hyperparameters, distributed: bool) -> int:
+def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    master = rank == 0
+
+    # ---- a resumed run has the checkpoint's settings; the flags typed now may change how it runs only
+    checkpoint = log_path = None
+    if hp.resume:
+        checkpoint_path, log_path = find_checkpoint(hp.resume)
+        checkpoint = load_checkpoint(checkpoint_path)
+        hp = resumed_settings(checkpoint, given, checkpoint_path)
+        if checkpoint["step"] >= hp.num_iterations:
+            raise UsageError(f"--resume {checkpoint_path}: the run ended there (step {checkpoint['step']} of "
+                             f"{hp.num_iterations}); there is nothing left to train")
+        if master and not log_path.is_file():
+            raise UsageError(f"--resume {checkpoint_path}: the run's log {log_path} is not there (a resumed run "
+                             "appends to it); put it back beside the checkpoint folder")
+        log_text = log_path.read_text(errors="replace") if master else ""
+        if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
+            raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
+                             f"(id {checkpoint['log_id']})")
+        if master and "log_dir" in given:
+            print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
+    check_settings(hp, world_size)
+    torch.set_num_threads(hp.threads)
+
     # ---- device and processes
     if hp.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda but torch sees no CUDA GPU (torch "
                          f"{torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu or auto")
     use_cuda = hp.device == "cuda" or (hp.device == "auto" and torch.cuda.is_available())
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if use_cuda:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    master = rank == 0
+    precision = hp.precision if hp.precision != "auto" else ("bf16" if use_cuda else "fp32")
+    if checkpoint and precision != checkpoint["precision"]:
+        raise UsageError(f"--resume: the run trained in {checkpoint['precision']}, this would train in {precision} "
+                         f"(--device {hp.device} --precision {hp.precision}); add "
+                         f"--precision {checkpoint['precision']}")
 
-    # ---- check the inputs before anything slow
-    if hp.n_embd % hp.n_head or (hp.n_embd // hp.n_head) % 2:
-        raise UsageError(f"--n-embd {hp.n_embd} must split into --n-head {hp.n_head} heads of even size")
-    for name, lr in (("--lr", hp.lr), ("--muon-lr", hp.muon_lr)):
-        if not 0 <= lr < torch.finfo(torch.float32).max:
-            raise UsageError(f"{name} {lr} must be a finite number >= 0")
+    # ---- data
     micro_batch = hp.device_batch_size * world_size
-    if hp.batch_size % micro_batch:
-        raise UsageError(f"--batch-size {hp.batch_size} is not a multiple of --device-batch-size "
-                         f"{hp.device_batch_size} x {world_size} processes = {micro_batch}; "
-                         "pick values where it is (gradient accumulation = batch / (device batch x processes))")
     grad_accum = hp.batch_size // micro_batch
-    if hp.val_tokens % (micro_batch * hp.seq_len):
-        raise UsageError(f"--val-tokens {hp.val_tokens} is not a multiple of device batch x seq len x processes "
-                         f"= {micro_batch * hp.seq_len}")
     val_steps = hp.val_tokens // (micro_batch * hp.seq_len)
     warmdown_iters = min(hp.warmdown_iters, hp.num_iterations)
     tokens_per_step = hp.batch_size * hp.seq_len
     need = shards_needed(hp.num_iterations, hp.batch_size, hp.seq_len)
-    download = f"python {DOWNLOAD_SCRIPT} {need}"
     train_files, val_files = find_files(hp.train_files), find_files(hp.val_files)
     if not train_files:
-        raise UsageError(f"no training shards match --train-files {hp.train_files}; download FineWeb-10B with "
-                         f"`{download}` ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} shards "
-                         f"of {FULL_SHARD_TOKENS} tokens)")
+        message = no_files_message("--train-files", hp.train_files, need)
+        if "FineWeb" in message:
+            message += (f" ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} "
+                        f"shard{'s' * (need != 1)} of {FULL_SHARD_TOKENS} tokens)")
+        raise UsageError(message)
     if not val_files:
-        raise UsageError(f"no validation shard matches --val-files {hp.val_files}; download it with `{download}`")
+        raise UsageError(no_files_message("--val-files", hp.val_files, need))
     train_loader = DistributedTokenLoader(train_files, hp.device_batch_size, hp.seq_len, rank, world_size,
                                           grad_accum, device, hp.vocab_size)
     # validation reads the first val_tokens tokens of the first val shard, as one contiguous "step"
@@ -601,34 +913,88 @@ def run(hp: Hyperparameters, distributed: bool) -> int:
     val_loader = DistributedTokenLoader(val_files[:1], hp.device_batch_size, hp.seq_len, rank, world_size,
                                         val_steps, device, hp.vocab_size)
     steps_before_wrap = train_loader.steps_per_pass()
+    if checkpoint:
+        for flag, loader, kind in (("--train-files", train_loader, "train"), ("--val-files", val_loader, "val")):
+            ran, now = checkpoint["data"][kind], loader.file_list()
+            if ran != now:
+                a, b = next((a, b) for a, b in itertools.zip_longest(ran, now) if a != b)
+                say = lambda f: f"{f[0]} ({f[1]} tokens)" if f else "no file"  # noqa: E731
+                raise UsageError(f"--resume: {flag} {getattr(hp, flag[2:].replace('-', '_'))} reads {say(b)} where "
+                                 f"the run read {say(a)}; pass a {flag} that matches the run's shards")
+        train_loader.load_state_dict(checkpoint["loader"])
+
+    # ---- model and optimisers (same seed on every rank: identical initial weights)
+    with torch.device("meta"):                   # its size first, without allocating it
+        n_params = sum(p.numel() for p in GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp).parameters())
+    memory = (torch.cuda.mem_get_info(device)[1] if use_cuda
+              else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if 16 * n_params > memory:                   # fp32 weights, gradients and two optimiser states each
+        raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) has "
+                         f"{n_params:,} weights: with their gradients and optimiser states that is more than the "
+                         f"{memory / 2**30:.0f} GiB of {device.type} memory; make it smaller")
+    torch.manual_seed(hp.seed)
+    try:
+        with device:
+            model = GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp)
+        optimizers = build_optimizers(model, hp, rank, world_size)
+    except Exception as e:                       # sizes a user typed: too big is an answer, not a traceback
+        if not is_out_of_memory(e):
+            raise
+        raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) "
+                         f"does not fit in the {device.type} memory; make it smaller") from None
+    if checkpoint:
+        try:
+            model.load_state_dict(checkpoint["model"])
+        except RuntimeError as e:
+            raise UsageError(f"--resume: the checkpoint's weights do not fit this model (was the model code "
+                             f"changed?): {str(e).splitlines()[0]}") from None
+        for opt, state in zip(optimizers, checkpoint["optimizers"]):
+            opt.load_state_dict(state)
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if use_cuda and checkpoint["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    raw_model = model                            # what a checkpoint saves: not compiled, not wrapped in DDP
+    n_muon = len(optimizers[1].param_groups[0]["params"])
+    n_muon_matrices = len(Muon.matrices(optimizers[1].param_groups[0]["params"]))
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
+
+    # ---- the log (rank 0): a new file, or the resumed run's, appended to
+    log, run_id = RunLog(), checkpoint["log_id"] if checkpoint else secrets.token_hex(4)
+    saving = hp.save_every > 0 or hp.save_final
+    if master:
+        started = datetime.now(timezone.utc)
+        if checkpoint is None:
+            log_path = Path(hp.log_dir) / f"gpt-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            if saving:
+                checkpoint_folder(log_path).mkdir(exist_ok=True)
+            log = RunLog(log_path)
+        except OSError as e:
+            where = f"--log-dir {hp.log_dir}" if checkpoint is None else f"the run's log {log_path}"
+            raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
+                             "choose a folder you can write to" + " with --log-dir" * (checkpoint is None)) from None
+        source = Path(__file__).read_text()
+        if checkpoint is None:
+            gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
+            log.write(f"run:gpt id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
+                      f"device:{device.type} world_size:{world_size} gpu:{value(gpu)} "
+                      f"host:{value(socket.gethostname())}")
+            log.write("=" * 100 + "\n" + source + "\n" + environment_text() + "\n" + "=" * 100, echo=False)
+            print(f"log: {log.path}", flush=True)
+        else:
+            log.write(f"resume: from_step:{checkpoint['step']} checkpoint:{value(checkpoint_path)} "
+                      f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} "
+                      f"device_batch_size:{hp.device_batch_size} grad_accum:{grad_accum} compile:{int(hp.compile)} "
+                      f"train_time:{checkpoint['train_time_ms']:.0f}ms host:{value(socket.gethostname())}")
+            print(f"log: {log.path} (appended to)", flush=True)
+            if not source_in_log(log_text, source):
+                log.write(f"warning: code_changed:1 source_hash:{hashlib.sha256(source.encode()).hexdigest()[:16]}")
+                print(f"warning: {Path(__file__).name} is not the source in the log's header: the steps from "
+                      f"{checkpoint['step'] + 1} on run the changed code", flush=True)
 
     if distributed:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
-
-    # ---- log header (rank 0)
-    log = RunLog()
-    if master:
-        started = datetime.now(timezone.utc)
-        run_id = secrets.token_hex(4)
-        os.makedirs(hp.log_dir, exist_ok=True)
-        log = RunLog(Path(hp.log_dir) / f"gpt-{started:%Y%m%d-%H%M%S}-{run_id}.txt")
-        gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
-        log.write(f"run:gpt id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
-                  f"device:{device.type} world_size:{world_size} gpu:{value(gpu)} host:{value(socket.gethostname())}")
-        log.write("=" * 100 + "\n" + Path(__file__).read_text() + "\n" + environment_text() + "\n" + "=" * 100,
-                  echo=False)
-        print(f"log: {log.path}", flush=True)
-
-    # ---- model and optimisers (same seed on every rank: identical initial weights)
-    torch.manual_seed(hp.seed)
-    with device:
-        model = GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp)
-    optimizers = build_optimizers(model, hp, rank, world_size)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_muon = len(optimizers[1].param_groups[0]["params"])
-    n_muon_matrices = len(Muon.matrices(optimizers[1].param_groups[0]["params"]))
-    precision = hp.precision if hp.precision != "auto" else ("bf16" if use_cuda else "fp32")
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
     if hp.compile:
         if use_cuda:
             import torch._inductor.config as inductor_config
@@ -637,26 +1003,31 @@ def run(hp: Hyperparameters, distributed: bool) -> int:
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
 
-    log.write(f"config: mlp:{hp.mlp} n_layer:{hp.n_layer} n_head:{hp.n_head} n_embd:{hp.n_embd} "
-              f"mlp_hidden:{MLP_HIDDEN[hp.mlp](hp.n_embd)} vocab_size:{hp.vocab_size} params:{n_params} "
-              f"seq_len:{hp.seq_len} batch_size:{hp.batch_size} device_batch_size:{hp.device_batch_size} "
-              f"grad_accum:{grad_accum} num_iterations:{hp.num_iterations} lr:{hp.lr} muon_lr:{hp.muon_lr} "
-              f"warmup_iters:{hp.warmup_iters} warmdown_iters:{warmdown_iters} val_every:{hp.val_every} "
-              f"val_tokens:{hp.val_tokens} seed:{hp.seed} compile:{int(hp.compile)} "
-              f"train_files:{value(hp.train_files)} val_files:{value(hp.val_files)} "
-              f"muon_momentum:{hp.muon_momentum} ns_steps:{hp.ns_steps} muon_params:{n_muon} "
-              f"muon_matrices:{n_muon_matrices} precision:{precision} world_size:{world_size} "
-              f"train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap}")
-    if warmdown_iters != hp.warmdown_iters and master:
-        print(f"note: --warmdown-iters {hp.warmdown_iters} > --num-iterations {hp.num_iterations}: "
-              f"using {warmdown_iters}", flush=True)
-    if steps_before_wrap < hp.num_iterations:
-        log.write(f"warning: data_wraps:1 train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} "
-                  f"num_iterations:{hp.num_iterations} shards_needed:{need}")
-        if master:
-            print(f"warning: the {len(train_files)} training shard(s) hold {steps_before_wrap} steps but the run has "
-                  f"{hp.num_iterations}: it will read them again and its loss will not be comparable "
-                  f"(for FineWeb: `{download}`)", flush=True)
+    if checkpoint is None:
+        log.write(f"config: mlp:{hp.mlp} n_layer:{hp.n_layer} n_head:{hp.n_head} n_embd:{hp.n_embd} "
+                  f"mlp_hidden:{MLP_HIDDEN[hp.mlp](hp.n_embd)} vocab_size:{hp.vocab_size} params:{n_params} "
+                  f"seq_len:{hp.seq_len} batch_size:{hp.batch_size} device_batch_size:{hp.device_batch_size} "
+                  f"grad_accum:{grad_accum} num_iterations:{hp.num_iterations} lr:{hp.lr} muon_lr:{hp.muon_lr} "
+                  f"warmup_iters:{hp.warmup_iters} warmdown_iters:{warmdown_iters} val_every:{hp.val_every} "
+                  f"val_tokens:{hp.val_tokens} seed:{hp.seed} compile:{int(hp.compile)} "
+                  f"train_files:{value(hp.train_files)} val_files:{value(hp.val_files)} "
+                  f"muon_momentum:{hp.muon_momentum} ns_steps:{hp.ns_steps} muon_params:{n_muon} "
+                  f"muon_matrices:{n_muon_matrices} precision:{precision} world_size:{world_size} "
+                  f"train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} threads:{hp.threads} "
+                  f"save_every:{hp.save_every}")
+        if warmdown_iters != hp.warmdown_iters and master:
+            print(f"note: --warmdown-iters {hp.warmdown_iters} > --num-iterations {hp.num_iterations}: "
+                  f"using {warmdown_iters}", flush=True)
+        if steps_before_wrap < hp.num_iterations:
+            log.write(f"warning: data_wraps:1 train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} "
+                      f"num_iterations:{hp.num_iterations} shards_needed:{need}")
+            if master:
+                fineweb = all(n == FULL_SHARD_TOKENS for n in train_loader.ntoks)
+                print(f"warning: the {len(train_files)} training shard(s) hold {steps_before_wrap} steps but the run "
+                      f"has {hp.num_iterations}: it will read them again and its loss will not be comparable "
+                      + (f"(for FineWeb: `python {DOWNLOAD_SCRIPT} {need}`)" if fineweb
+                         else "(add shards or lower --num-iterations)"),
+                      flush=True)
 
     def synchronize():
         if use_cuda:
@@ -669,24 +1040,54 @@ def run(hp: Hyperparameters, distributed: bool) -> int:
                 t /= world_size                  # gloo has no AVG
         return t
 
-    def step_line(step, kind, loss, train_time_ms):
-        timed = step - 10                        # steps 1..10 are untimed warm-up
-        step_avg = train_time_ms / timed if timed > 0 else float("nan")
-        return (f"step:{step}/{hp.num_iterations} {kind}:{loss:.4f} train_time:{train_time_ms:.0f}ms "
+    start_step = checkpoint["step"] if checkpoint else 0
+    clock = TrainClock(synchronize, *((checkpoint["train_time_ms"], checkpoint["timed_steps"]) if checkpoint else ()))
+    clock_from = max(10, start_step)
+    if checkpoint and hp.compile:
+        # torch.compile compiles on the first step, which the record leaves out of train_time (its
+        # first 10 steps are untimed): a resumed run compiles on a dry step (zeros, no update) first.
+        model.train()
+        dry = torch.zeros(hp.device_batch_size, hp.seq_len, dtype=torch.long, device=device)
+        for micro in range(grad_accum):
+            with nullcontext() if (not distributed or micro == grad_accum - 1) else model.no_sync():
+                with autocast:
+                    loss = model(dry, dry)
+                loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    def step_line(step, kind, loss, ms):
+        step_avg = ms / clock.timed_steps if clock.timed_steps else float("nan")
+        return (f"step:{step}/{hp.num_iterations} {kind}:{loss:.4f} train_time:{ms:.0f}ms "
                 f"step_avg:{step_avg:.2f}ms tokens:{step * tokens_per_step}")
 
-    # ---- the loop (the record's: clock starts at step 10, validation is not timed)
-    training_time_ms, t0 = 0.0, time.perf_counter()
-    val_loss, step, status = float("nan"), 0, "ok"
+    def save_checkpoint(step):
+        muon_state = gathered_muon_state(optimizers[1])      # every rank takes part; rank 0 writes
+        if not master:
+            return
+        path = checkpoint_folder(log.path) / f"step{step}.pt"
+        state = dict(kind=CHECKPOINT_KIND, version=CHECKPOINT_VERSION, log_id=run_id, step=step,
+                     train_time_ms=clock.ms, timed_steps=clock.timed_steps, hp=dataclasses.asdict(hp),
+                     precision=precision, world_size=world_size, loader=train_loader.state_dict(),
+                     data=dict(train=train_loader.file_list(), val=val_loader.file_list()),
+                     model=raw_model.state_dict(), optimizers=[optimizers[0].state_dict(), muon_state],
+                     rng=dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(device) if use_cuda else None))
+        try:
+            write_checkpoint(state, path, hp.keep_last)
+        except OSError as e:
+            raise UsageError(f"writing the checkpoint {path} failed ({e.strerror or e}); free some disk space "
+                             "(or use --keep-last K), then resume from the run's last checkpoint") from None
+        log.write(f"checkpoint: step:{step} path:{value(path)} size:{path.stat().st_size / 2**20:.1f}MiB")
+
+    # ---- the loop (the record's: the clock starts at step 10, validation is not timed)
+    val_loss, step, steps_done, status, finished_ms = float("nan"), start_step, start_step, "ok", clock.ms
     try:
-        for step in range(hp.num_iterations + 1):
+        for step in range(start_step, hp.num_iterations + 1):
             last_step = step == hp.num_iterations
-            if step == 10:
-                synchronize()
-                training_time_ms, t0 = 0.0, time.perf_counter()
-            if last_step or (hp.val_every > 0 and step % hp.val_every == 0):
-                synchronize()
-                training_time_ms += 1000 * (time.perf_counter() - t0)
+            if step == clock_from:
+                clock.start()
+            continuing = checkpoint is not None and step == start_step   # its val line and checkpoint exist
+            if not continuing and (last_step or (hp.val_every > 0 and step % hp.val_every == 0)):
+                running = clock.stop()
                 model.eval()
                 val_loader.reset()
                 total = torch.zeros((), device=device)
@@ -696,9 +1097,16 @@ def run(hp: Hyperparameters, distributed: bool) -> int:
                         with autocast:
                             total += model(x, y).float()
                 val_loss = mean_over_ranks(total / val_steps).item()
-                log.write(step_line(step, "val_loss", val_loss, training_time_ms if step >= 10 else 0.0))
-                synchronize()
-                t0 = time.perf_counter()
+                finished_ms = clock.ms
+                log.write(step_line(step, "val_loss", val_loss, finished_ms))
+                if running:
+                    clock.start()
+            if not continuing and step > 0 and ((hp.save_every and step % hp.save_every == 0)
+                                                or (last_step and hp.save_final)):
+                running = clock.stop()
+                save_checkpoint(step)
+                if running:
+                    clock.start()
             if last_step:
                 break
 
@@ -720,42 +1128,50 @@ def run(hp: Hyperparameters, distributed: bool) -> int:
                 opt.step()
             model.zero_grad(set_to_none=True)
             train_loss = mean_over_ranks(loss_sum / grad_accum).item()
-            now_ms = training_time_ms + 1000 * (time.perf_counter() - t0)
-            log.write(step_line(step + 1, "train_loss", train_loss, now_ms if step >= 10 else 0.0))
+            steps_done = step + 1
+            clock.timed_steps += step >= 10
+            finished_ms = clock.read()
+            log.write(step_line(steps_done, "train_loss", train_loss, finished_ms))
             if not math.isfinite(train_loss):
                 status = "diverged"
-                step += 1
                 if master:
-                    print(f"error: the training loss is {train_loss} at step {step}: the run diverged and "
+                    print(f"error: the training loss is {train_loss} at step {steps_done}: the run diverged and "
                           "was stopped; lower --lr / --muon-lr (or add --warmup-iters)", file=sys.stderr, flush=True)
                 break
     except KeyboardInterrupt:
         status = "interrupted"
     except Exception as e:                       # the log still gets its last records, then it is raised
         status, error = ("oom" if is_out_of_memory(e) else "error"), e
-        if status == "oom" and master:
-            advice = (f"halve it, e.g. --device-batch-size {hp.device_batch_size // 2}; the global batch of "
-                      f"{hp.batch_size} is kept by accumulating twice as many micro-steps"
-                      if hp.device_batch_size > 1 else "one sequence does not fit: shorten --seq-len or use a "
-                      "GPU with more memory")
-            print(f"error: out of memory at step {step} with --device-batch-size {hp.device_batch_size} "
-                  f"({grad_accum} micro-steps per step): {advice}", file=sys.stderr, flush=True)
 
-    # steps finished; the clock covers steps 11.. only (and not the validations)
-    steps_done = hp.num_iterations if status == "ok" else step
-    if steps_done <= 10:
-        final_ms = 0.0
-    elif status == "ok":
-        final_ms = training_time_ms
-    else:
-        final_ms = training_time_ms + 1000 * (time.perf_counter() - t0)
-    timed = steps_done - 10
+    timed = clock.timed_steps
     log.write(peak_memory_record(device))
-    log.write(f"done: steps:{steps_done} train_time:{final_ms:.0f}ms "
-              f"step_avg:{final_ms / timed if timed > 0 else float('nan'):.2f}ms "
+    log.write(f"done: steps:{steps_done} train_time:{finished_ms:.0f}ms "
+              f"step_avg:{finished_ms / timed if timed else float('nan'):.2f}ms "
               f"final_val_loss:{val_loss if status == 'ok' else float('nan'):.4f} status:{status} "
               f"wraps:{train_loader.wraps}")
     log.close()
+    if master and status in ("interrupted", "oom"):                    # and what to type next
+        found = checkpoints_in(checkpoint_folder(log.path))
+
+        def continue_from_checkpoint(*flags):
+            return (f"to continue from step {found[-1][0]} (the newest checkpoint): "
+                    + command_line([*flags, "--resume", log.path]))
+
+        if status == "interrupted":
+            print(f"interrupted at step {steps_done} of {hp.num_iterations}; every finished line is in {log.path}; "
+                  + (continue_from_checkpoint() if found else "it has no checkpoint to continue from; to be able "
+                     "to resume, start it again with checkpoints: "
+                     + command_line(argv + ["--save-every", max(1, hp.num_iterations // 10)])),
+                  file=sys.stderr, flush=True)
+        else:
+            half = hp.device_batch_size // 2
+            advice = (f"halve it, e.g. --device-batch-size {half}; the global batch of {hp.batch_size} is kept by "
+                      "accumulating twice as many micro-steps" if half else "one sequence does not fit: shorten "
+                      "--seq-len or use a GPU with more memory")
+            if found and half:
+                advice += "; " + continue_from_checkpoint("--device-batch-size", half)
+            print(f"error: out of memory at step {steps_done} with --device-batch-size {hp.device_batch_size} "
+                  f"({grad_accum} micro-steps per step): {advice}", file=sys.stderr, flush=True)
     if status == "error":
         raise error
     if distributed and status in ("ok", "diverged"):

@@ -5,6 +5,8 @@ import math
 import os
 import re
 import resource
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -318,13 +320,45 @@ def test_loader_windows_per_rank_and_shard_changes(tmp_path):
     assert r0.next_batch()[0].flatten().tolist() == list(range(8)) and r0.wraps == 0
 
 
-def test_missing_data_names_the_download_command_and_shard_count(tmp_path, capsys):
-    code = tg.main(["--num-iterations", "1500", "--train-files", str(tmp_path / "none_*.bin"),
+def test_missing_fineweb_names_the_download_command_and_shard_count(tmp_path, capsys):
+    folder = tmp_path / "fineweb10B"                                         # FineWeb downloaded elsewhere (--dir)
+    code = tg.main(["--num-iterations", "1500", "--train-files", str(folder / "fineweb_train_*.bin"),
                     "--log-dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "`python data/cached_fineweb10B.py 8`" in err and "need 8 shards" in err
+    assert f"`python data/cached_fineweb10B.py 8 --dir {folder}`" in err and "need 8 shards" in err
     assert not list(tmp_path.glob("gpt-*.txt"))                              # nothing started
+    assert tg.main(["--num-iterations", "100", "--train-files", "data/fineweb10B/none_*.bin"]) == 2
+    err = capsys.readouterr().err                                            # the default folder: no --dir
+    assert "`python data/cached_fineweb10B.py 1`" in err and "need 1 shard of" in err
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda folder: None, "there is no folder"),
+    (lambda folder: (folder.mkdir(), (folder / "train.bin").write_bytes(b"")), "it holds 1 other file(s): train.bin"),
+    (lambda folder: folder.mkdir(), "it is empty")])
+def test_no_shards_in_a_custom_folder_says_what_is_wrong_not_how_to_download_fineweb(tmp_path, capsys, make,
+                                                                                     words):
+    make(tmp_path / "mydata")
+    code = tg.main(["--train-files", str(tmp_path / "mydata" / "shard_*.bin"), "--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and words in err and "mydata" in err
+    assert "cached_fineweb10B" not in err and "FineWeb" not in err and not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("count, folder, advice", [
+    (5100, "tiny", "not a FineWeb-10B download"),                            # the synthetic set cut short
+    (tg.FULL_SHARD_TOKENS, "fineweb10B", "`python data/cached_fineweb10B.py 7 --dir "),   # a FineWeb shard
+])
+def test_a_truncated_shard_gets_advice_that_fits_its_kind(tmp_path, capsys, count, folder, advice):
+    (tmp_path / folder).mkdir()
+    write_shard(tmp_path / folder / "fineweb_val_000000.bin", np.arange(5000) % 500)
+    write_shard(tmp_path / folder / "fineweb_train_000007.bin", np.arange(5000) % 500, count=count)
+    code = tg.main(TINY + shard_flags(tmp_path / folder) + ["--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "fineweb_train_000007.bin: truncated" in err and advice in err
+    if folder == "tiny":
+        assert "cached_fineweb10B" not in err and "make_tiny_shards.py" in err
 
 
 def test_wrapping_run_warns_in_stdout_and_log(tmp_path, capsys):
@@ -351,16 +385,68 @@ def test_val_tokens_beyond_the_val_shard_are_refused(tmp_path, capsys):
     assert "fineweb_val_000000.bin" in err and len(err.splitlines()) == 1
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--batch-size", "24", "--device-batch-size", "16"], "--batch-size 24 is not a multiple"),
-    (["--n-embd", "64", "--n-head", "3"], "heads of even size"),
-    (["--val-tokens", "1000"], "--val-tokens 1000 is not a multiple"),
-    (["--lr", "inf"], "--lr inf must be a finite number")])
-def test_bad_settings_are_refused_with_one_line(tmp_path, capsys, flags, words):
-    code = tg.main(TINY + shard_flags(tmp_path) + ["--batch-size", "16", "--device-batch-size", "16"] + flags
-                   + ["--log-dir", str(tmp_path)])
+BAD_SETTINGS = [                                  # (flags, words the one line must hold)
+    *[([flag, value], f"{flag} {value}: must be 1 or more") for flag, value in [
+        ("--batch-size", "0"), ("--seq-len", "0"), ("--n-head", "0"), ("--n-layer", "0"), ("--n-embd", "-64"),
+        ("--vocab-size", "0"), ("--device-batch-size", "-16"), ("--num-iterations", "0"), ("--val-tokens", "0"),
+        ("--threads", "0")]],
+    *[([flag, value], f"{flag} {value}: must be 0 or more") for flag, value in [
+        ("--ns-steps", "-1"), ("--warmup-iters", "-1"), ("--warmdown-iters", "-5"), ("--val-every", "-1"),
+        ("--save-every", "-1"), ("--keep-last", "-2")]],
+    *[([flag, value], f"{flag} {float(value)}: must be a finite number >= 0") for flag, value in [
+        ("--lr", "nan"), ("--lr", "inf"), ("--lr", "1e39"), ("--muon-lr", "-0.1"), ("--muon-lr", "-2.5")]],
+    (["--muon-momentum", "1"], "--muon-momentum 1.0: must be at least 0 and below 1"),
+    (["--muon-momentum", "nan"], "--muon-momentum nan: must be at least 0 and below 1"),
+    (["--seed", "-1"], "--seed -1: must be between 0 and 2^64 - 1"),
+    (["--seed", str(2**64)], f"--seed {2**64}: must be between 0 and 2^64 - 1"),
+    (["--n-embd", "64", "--n-head", "3"], "--n-head 3: --n-embd 64 must split into 3 heads of even size"),
+    (["--n-embd", "6", "--n-head", "2"], "--n-head 2: --n-embd 6 must split into 2 heads of even size"),
+    (["--warmup-iters", "5"], "--warmup-iters 5: more than --num-iterations 4"),
+    (["--batch-size", "24"], "--batch-size 24: not a multiple of --device-batch-size 16 x 1 processes"),
+    (["--device-batch-size", "32"], "--batch-size 16: not a multiple of --device-batch-size 32"),
+    (["--val-tokens", "1000"], "--val-tokens 1000: not a multiple of"),
+    (["--save-every", "5"], "--save-every 5: more than --num-iterations 4"),
+    (["--keep-last", "2"], "--keep-last 2: no checkpoints are written"),
+    (["--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--mlp", "gelu"], "argument --mlp: invalid choice: 'gelu'"),
+    (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+    (["--val-files", str(REPO / "train_gpt.py"), str(REPO / "README.md")],      # a glob the shell expanded
+     f"unrecognized arguments: {REPO / 'README.md'}: quote the --train-files / --val-files glob"),
+    (["--val-files", str(REPO / "data")], f"--val-files {REPO / 'data'}: give it a glob of shard files"),
+    (["--n-embd", "100000"], "has 240,051,200,000 weights: with their gradients and optimiser states that is more"),
+]
+
+
+@pytest.mark.parametrize("flags, words", BAD_SETTINGS, ids=[" ".join(f) for f, _ in BAD_SETTINGS])
+def test_bad_settings_are_refused_with_one_line_before_anything_is_written(tiny_shards, tmp_path, capsys, flags,
+                                                                          words):
+    """Valid shards and a run that would start: only the check stops it, and no log is left behind."""
+    code = tg.main(TINY + shard_flags(tiny_shards) + ["--batch-size", "16", "--device-batch-size", "16",
+                   "--num-iterations", "4", "--val-every", "0", "--val-tokens", "1024"] + flags
+                   + ["--log-dir", str(tmp_path / "logs")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and words in err
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and words in err, err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_the_checked_base_run_is_valid(tiny_shards, tmp_path):
+    """The base of the test above trains when no bad flag is added (so each refusal is the check's)."""
+    assert tg.main(TINY + shard_flags(tiny_shards) + ["--batch-size", "16", "--device-batch-size", "16",
+                   "--num-iterations", "4", "--val-every", "0", "--val-tokens", "1024",
+                   "--log-dir", str(tmp_path / "logs")]) == 0
+    assert parse_log(only_log(tmp_path / "logs"))[-1][1]["status"] == "ok"
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
+def test_an_unwritable_log_dir_is_one_line(tiny_shards, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("not a folder")
+    log_dir = tmp_path / "file" / "logs" if where == "under_a_file" else tmp_path / "file"
+    code = tg.main(TINY + shard_flags(tiny_shards) + ["--batch-size", "16", "--device-batch-size", "16",
+                   "--num-iterations", "4", "--val-tokens", "1024", "--log-dir", str(log_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"error: --log-dir {log_dir}: cannot write")
+    assert "choose a folder you can write to with --log-dir" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -375,6 +461,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("mlp", ["relu2", "swiglu_thin"])
 def test_loss_falls_on_tiny_shards_and_every_log_line_parses(tiny_shards, tmp_path, capsys, mlp):
     log_dir = tmp_path / "logs"
+    threads_before = torch.get_num_threads()
     code = tg.main(TINY + shard_flags(tiny_shards) + [
         "--mlp", mlp, "--batch-size", "16", "--device-batch-size", "8", "--num-iterations", "30",
         "--val-every", "10", "--val-tokens", "4096", "--log-dir", str(log_dir)])
@@ -401,6 +488,8 @@ def test_loss_falls_on_tiny_shards_and_every_log_line_parses(tiny_shards, tmp_pa
     assert records[-2][1]["allocated"] == "nanMiB" and int(records[-2][1]["max_rss"][:-3]) > 0
     out = capsys.readouterr().out                                            # stdout has the records too
     assert f"step:30/30 val_loss:{val[-1][1]:.4f}" in out
+    assert "\ntorch_threads: 1\n" in only_log(log_dir).read_text()         # --threads 1, the default
+    assert torch.get_num_threads() == threads_before                         # and this process keeps its own
 
 
 def test_two_processes_train_exactly_like_one_with_twice_the_accumulation(tiny_shards, tmp_path):
@@ -424,19 +513,25 @@ def test_two_processes_train_exactly_like_one_with_twice_the_accumulation(tiny_s
 
 def test_compiled_model_trains_like_the_eager_one(tiny_shards, tmp_path):
     """torch.compile is the default (as in the record): the compiled model (inductor's CPU
-    backend here) must run and give the eager model's losses up to float rounding. ~30 s."""
+    backend here) must run and give the eager model's losses up to float rounding, also when it
+    resumes (it compiles again, on a dry step), and its checkpoints hold the plain model's names. ~40 s."""
     args = [a for a in TINY if a != "--no-compile"] + shard_flags(tiny_shards) + [
         "--batch-size", "16", "--device-batch-size", "16", "--num-iterations", "6", "--val-every", "3",
         "--val-tokens", "2048"]
-    assert tg.main(args + ["--compile", "--log-dir", str(tmp_path / "compiled")]) == 0
+    assert tg.main(args + ["--compile", "--save-every", "3", "--log-dir", str(tmp_path / "compiled")]) == 0
+    first = tg.checkpoint_folder(only_log(tmp_path / "compiled")) / "step3.pt"
+    assert list(torch.load(first, weights_only=True)["model"]) == list(tg.GPT(512, 2, 2, 64).state_dict())
+    assert tg.main(["--resume", str(first)]) == 0                              # steps 4..6 again, compiled
     assert tg.main(args + ["--no-compile", "--log-dir", str(tmp_path / "eager")]) == 0
     compiled, eager = parse_log(only_log(tmp_path / "compiled")), parse_log(only_log(tmp_path / "eager"))
     assert (dict(compiled)["config"]["compile"], dict(eager)["config"]["compile"]) == ("1", "0")
+    assert [f["from_step"] for name, f in compiled if name == "resume"] == ["3"]
     for kind in ("train_loss", "val_loss"):
-        a, b = losses(compiled, kind), losses(eager, kind)
-        assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 3
-        np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=0, atol=1e-3)
+        a, b = dict(losses(compiled, kind)), dict(losses(eager, kind))             # the last line of a step wins
+        assert sorted(a) == sorted(b) and len(a) >= 3
+        np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(b)], rtol=0, atol=1e-3)
     assert losses(eager, "val_loss")[-1][1] < losses(eager, "val_loss")[0][1] - 0.5     # it trained
+
 
 # ---- failures --------------------------------------------------------------------------------
 
@@ -452,6 +547,67 @@ def test_diverging_run_stops_with_the_step_and_keeps_its_log(tiny_shards, tmp_pa
     assert bad_step < 20 and f"at step {bad_step}" in err and "diverged" in err
     assert [name for name, _ in records[-2:]] == ["peak_memory", "done"]
     assert records[-1][1]["status"] == "diverged" and records[-1][1]["steps"] == str(bad_step)
+
+
+SMOKE_RUN = TINY + ["--batch-size", "16", "--device-batch-size", "16", "--num-iterations", "40", "--val-every",
+                    "10", "--val-tokens", "8192"]              # the README's CPU smoke run, on the tiny shards
+
+
+def start_smoke_run(tiny_shards, log_dir, *extra):
+    return subprocess.Popen([sys.executable, "train_gpt.py"] + SMOKE_RUN + shard_flags(tiny_shards)
+                            + ["--log-dir", str(log_dir), *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def signal_at(proc, prefix, signum):
+    """Read the run's stdout until a line starts with prefix, send the signal, wait: (stdout, stderr)."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(prefix):
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=120)
+    return "".join(seen) + out, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_ends_with_one_line_a_done_record_and_every_finished_line(tiny_shards, tmp_path, signum):
+    """Ctrl-C (or a job's SIGTERM) ends the run at once: status:interrupted, and the next command to type."""
+    proc = start_smoke_run(tiny_shards, tmp_path)
+    out, err = signal_at(proc, "step:5/40 train_loss", signum)
+    assert proc.returncode == 130 and "Traceback" not in err
+    message = err.strip().splitlines()
+    assert len(message) == 1, err
+    records = parse_log(only_log(tmp_path))
+    assert records[-2][0] == "peak_memory" and records[-1][0] == "done" and records[-1][1]["status"] == "interrupted"
+    steps = int(records[-1][1]["steps"])
+    assert 5 <= steps < 40 and [s for s, _ in losses(records, "train_loss")] == list(range(1, steps + 1))
+    assert [line for line in out.splitlines() if line.startswith("step:")] == \
+        [line for line in only_log(tmp_path).read_text().splitlines() if line.startswith("step:")]
+    assert message[0].startswith(f"interrupted at step {steps} of 40; every finished line is in {only_log(tmp_path)}")
+    command = shlex.split(message[0].split("start it again with checkpoints: ")[1])   # no checkpoint to resume
+    assert command[:2] == ["python", "train_gpt.py"] and command[-2:] == ["--save-every", "4"]
+    assert command[2:-2] == SMOKE_RUN + shard_flags(tiny_shards) + ["--log-dir", str(tmp_path)]
+
+
+def test_the_command_an_interrupted_run_prints_resumes_it(tiny_shards, tmp_path):
+    proc = start_smoke_run(tiny_shards, tmp_path, "--save-every", "10")
+    _, err = signal_at(proc, "step:15/40 train_loss", signal.SIGINT)
+    log = only_log(tmp_path)
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1, err
+    command = err.strip().split("to continue from step 10 (the newest checkpoint): ")[1]
+    assert command == f"python train_gpt.py --resume {log}"
+    resumed = subprocess.run([sys.executable] + shlex.split(command)[1:], cwd=REPO, capture_output=True, text=True,
+                             timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    records = parse_log(log)
+    names = [name for name, _ in records]
+    assert names.count("run") == names.count("config") == names.count("resume") == 1
+    assert [f["status"] for name, f in records if name == "done"] == ["interrupted", "ok"]
+    last = {(f["step"], f["kind"]): f for name, f in records if name == "step"}      # the last line of each wins
+    assert sorted(s for s, kind in last if kind == "train_loss") == list(range(1, 41))
+    assert sorted(s for s, kind in last if kind == "val_loss") == [0, 10, 20, 30, 40]
 
 
 def test_a_bad_later_shard_stops_the_run_with_its_name_and_the_log_is_closed(tmp_path, capsys):
