@@ -40,6 +40,10 @@ machine without one)
         swiglu_thin val_loss 6.2712 (step 0) -> 4.7379 (10) -> 3.9810 (20) -> 3.7208 (30) -> 3.6506 (40)
     (log(512) = 6.24 is a uniform guess, 1.82 the tiny language's entropy rate.) Without
     --vocab-size 512 the 50304-way head makes it ~15x slower (18 s) and it falls 10.77 -> 4.23.
+    Step time on a GPU: still to be measured, with `bash bench/gpu_check.sh`. Measured on one
+    H100 80GB (torch 2.11 + CUDA 13, 8 micro-steps of 64 x 1024 tokens) before the two speed
+    changes in this file (rotary cos/sin computed once; Newton-Schulz compiled): relu2 1198.7
+    ms/step, swiglu_thin 1165.4; the record's own script 1095.4 and 1038.6 (README: Speed).
 
 Choices where the record is silent or this file differs (all documented in the README)
     - Paths: a relative --train-files/--val-files glob is matched from the current folder; if
