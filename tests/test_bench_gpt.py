@@ -1,0 +1,69 @@
+"""bench/bench_gpt.py runs the real model and optimisers on the CPU and prints figures that parse and
+agree with each other (its timings are not asserted: benchmarks are not tests)."""
+import importlib.util
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_gpt as tg
+
+REPO = Path(__file__).resolve().parent.parent
+ROW = re.compile(r"^(\S+) +([\d,]+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d.]+) +([\d,]+) +([\d.]+) +"
+                 r"([\d.]+|nan)% +(\S+) +(-?[\d.]+)$")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small ops on one thread: with two threads on a busy 2-core machine they run ~50x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_gpt", REPO / "bench" / "bench_gpt.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_benchmark_step_parts_and_baseline_parse_and_agree(capsys, tmp_path):
+    bench = load_bench()
+    profile = tmp_path / "top.txt"
+    results = bench.main(["--device", "cpu", "--steps", "2", "--warmup", "1", "--grad-accum", "2",
+                          "--n-layer", "1", "--n-embd", "64", "--n-head", "1", "--seq-len", "64",
+                          "--vocab-size", "512", "--device-batch-size", "2", "--peak-tflops", "1",
+                          "--baseline", str(REPO / "train_gpt.py"), "--profile", str(profile)])
+    out = capsys.readouterr().out
+    rows = {m[1]: m for m in (ROW.match(line) for line in out.splitlines()) if m}
+    assert list(rows) == ["relu2", "swiglu_thin", "relu2@baseline", "swiglu_thin@baseline"]
+    assert [r["label"] for r in results] == list(rows)
+    tokens = 2 * 2 * 64
+    for r in results:
+        row = rows[r["label"]]
+        step, fwd_bwd, adamw, muon = (float(row[i]) for i in (4, 5, 6, 7))
+        assert step == round(r["step_ms"], 2) and step > 0
+        assert 0.7 * step < fwd_bwd + adamw + muon < 1.05 * step and min(fwd_bwd, adamw, muon) > 0
+        tokens_per_s = float(row[8].replace(",", ""))
+        assert abs(tokens_per_s - tokens / (step / 1000)) <= 0.01 * tokens_per_s + 1
+        flops = r["flops_per_token"]
+        assert abs(float(row[10]) / 100 - flops * tokens_per_s / 1e12) < 0.001 + 0.01 * r["mfu"]   # peak 1 TFLOP/s
+        assert row[11] == "nan" and math.isnan(r["peak_mib"])                   # no allocator figures on CPU
+        assert float(row[12]) > -step / 1000                                    # first step - median step
+    ratio = re.search(r"^swiglu_thin/relu2: step time ([\d.]+) ", out, re.M)
+    assert ratio and abs(float(ratio[1]) - results[1]["step_ms"] / results[0]["step_ms"]) < 0.002
+    assert re.search(r"^this/baseline relu2: step time [\d.]+  fwd_bwd [\d.]+  adamw [\d.]+  muon [\d.]+", out, re.M)
+    text = profile.read_text()
+    assert all(f"==== {label}: one step" in text for label in rows) and "aten::mm" in text
+
+
+def test_flops_per_token_of_the_full_models():
+    bench = load_bench()
+    with torch.device("meta"):
+        full = [bench.flops_per_token(tg.GPT(mlp=m), 12, 1024, 768) for m in ("relu2", "swiglu_thin")]
+    assert full == [6 * 123_568_128 + 6 * 12 * 1024 * 768, 6 * 109_412_352 + 6 * 12 * 1024 * 768]
+    assert 0.89 < full[1] / full[0] < 0.90                                   # "about 10% fewer"
