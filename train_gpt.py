@@ -944,7 +944,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
 
     # ---- model and optimisers (same seed on every rank: identical initial weights)
     with torch.device("meta"):                   # its size first, without allocating it
-        n_params = sum(p.numel() for p in GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp).parameters())
+        n_params = sum(p.numel() for p in GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp, hp.seq_len).parameters())
     memory = (torch.cuda.mem_get_info(device)[1] if use_cuda
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     if 16 * n_params > memory:                   # fp32 weights, gradients and two optimiser states each
@@ -954,7 +954,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
     torch.manual_seed(hp.seed)
     try:
         with device:
-            model = GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp)
+            model = GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp, hp.seq_len)
         optimizers = build_optimizers(model, hp, rank, world_size)
     except Exception as e:                       # sizes a user typed: too big is an answer, not a traceback
         if not is_out_of_memory(e):
@@ -1020,7 +1020,9 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             inductor_config.coordinate_descent_tuning = True      # as the record
         model = torch.compile(model)
     if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+        # broadcast_buffers=False: the only buffers are the rotary cos/sin, the same on every rank
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None,
+                                                          broadcast_buffers=False)
 
     if checkpoint is None:
         log.write(f"config: mlp:{hp.mlp} n_layer:{hp.n_layer} n_head:{hp.n_head} n_embd:{hp.n_embd} "

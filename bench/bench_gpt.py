@@ -88,7 +88,7 @@ def build(tg, label: str, mlp: str, shape: dict, args, device: torch.device) -> 
     hp = tg.Hyperparameters(mlp=mlp, compile=args.compile, **shape)
     torch.manual_seed(0)
     with device:
-        model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp)
+        model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp, hp.seq_len)
     optimizers = tg.build_optimizers(model, hp)
     names = ["muon" if isinstance(opt, tg.Muon) else "adamw" for opt in optimizers]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
