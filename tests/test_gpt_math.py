@@ -11,9 +11,13 @@ definitions (../shared/reference/modernarch.md, seed 003), not from the script's
   scale, the tied embedding/head is one tensor.
 - The optimisers: several steps of Muon and AdamW, with the record's schedule, against a plain
   reference of the record's update rules.
+- The training loop itself (train_gpt.main, as a user runs it): its weights after a few steps
+  against a plain loop written here (the step's batches read from the shard by hand, the loss
+  averaged over the micro-steps, the record's schedule).
 """
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -440,3 +444,65 @@ def test_compiled_newton_schulz_is_as_close_to_the_exact_iteration_as_the_eager_
     assert compiled.dtype == torch.bfloat16 and compiled.shape == G.shape
     error = lambda X: ((X.double() - exact).norm() / exact.norm()).item()  # noqa: E731
     assert error(eager) < 0.05 and error(compiled) < 1.2 * error(eager)
+
+
+# ---- the training loop ------------------------------------------------------------------------
+
+def write_reference_shard(path, tokens):
+    """A shard in the record's format: 256 little-endian int32 (magic 20240520, version 1, token
+    count), then the tokens as uint16."""
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = 20240520, 1, len(tokens)
+    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype="<u2").tobytes())
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_the_training_loop_is_the_record_step_with_its_schedule(tmp_path, mlp):
+    """train_gpt.main trains 5 steps of 2 micro-steps (warmup 2, flat, warmdown 2: factors 0.5, 1,
+    1, 1, 0.5); a plain loop written here must end at the same weights. The model and optimisers
+    are the script's (the tests above pin them); what this pins is the loop around them: step s
+    reads the s-th step's micro-batches in order (the clean order, see the docstring's list), the
+    gradient is the mean over the micro-steps, the lr factor of step s is the record's get_lr(s)
+    (test_optimiser_steps_equal_the_record_update_rules calls the script's lr_factor itself, so
+    only this test sees what the loop passes it), then zero_grad.
+
+    Both sides run the same fp32 CPU operations in the same order on one thread, so they agree
+    bit for bit: the test asks for equality. Dividing the loss by the number of micro-steps or not
+    changes the weights only through Adam's eps and Newton-Schulz's eps (both optimisers ignore a
+    gradient's scale otherwise); bit equality sees that too."""
+    V, T, B, A, N, seed = 64, 16, 2, 2, 5, 7                # vocab, seq, device batch, micro-steps, steps
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, V, size=N * A * B * T + 1 + 100)
+    write_reference_shard(tmp_path / "fineweb_train_000001.bin", train)
+    write_reference_shard(tmp_path / "fineweb_val_000000.bin", rng.integers(0, V, size=4 * B * T + 1))
+    hp = dict(mlp=mlp, n_layer=1, n_head=2, n_embd=32, vocab_size=V, seq_len=T, batch_size=A * B,
+              device_batch_size=B, num_iterations=N, warmup_iters=2, warmdown_iters=2, seed=seed)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in hp.items()]
+    assert tg.main(flags + ["--val-every=0", f"--val-tokens={B * T}", "--save-final", "--no-compile",
+                            "--device=cpu", "--threads=1", f"--train-files={tmp_path}/fineweb_train_*.bin",
+                            f"--val-files={tmp_path}/fineweb_val_*.bin", f"--log-dir={tmp_path}/logs"]) == 0
+    [checkpoint] = (tmp_path / "logs").glob(f"gpt-*/step{N}.pt")
+    trained = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+
+    # the plain loop: the initial weights as --seed makes them (torch seeded, then the model built)
+    torch.manual_seed(seed)
+    model = tg.GPT(V, hp["n_layer"], hp["n_head"], hp["n_embd"], mlp, T)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizers = tg.build_optimizers(model, tg.Hyperparameters(**hp, compile=False))
+    tokens = torch.from_numpy(train.astype(np.int64))
+    for step in range(N):
+        for micro in range(A):
+            at = (step * A + micro) * B * T                 # one shard, one process: windows back to back
+            window = tokens[at:at + B * T + 1]
+            loss = model(window[:-1].view(B, T), window[1:].view(B, T))
+            (loss / A).backward()
+        factor = ref_lr_factor(step, N, hp["warmup_iters"], hp["warmdown_iters"])
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            opt.step()
+        model.zero_grad(set_to_none=True)
+
+    for name, p in model.named_parameters():
+        assert not torch.equal(p.detach(), start[name]), name                     # it trained
+        assert torch.equal(trained[name], p.detach()), (name, (trained[name] - p.detach()).abs().max().item())
