@@ -20,8 +20,8 @@ ratios this/baseline are printed too: a before/after from one run.
 
 FLOPs per token come from the model's shapes: 6 x (weights of every matmul, the tied head
 included, the embedding lookup not) + 6 x n_layer x seq_len x n_embd for causal attention
-(QK^T and AV: 4 T d multiply-adds per token and layer forward, x3 with backward, halved by the
-causal mask). MFU = FLOPs per token x tokens/s / peak; the peak defaults to the H100 SXM's
+(QK^T and AV: 2 T d multiply-adds = 4 T d FLOPs per token and layer forward, x3 with backward,
+halved by the causal mask). MFU = FLOPs per token x tokens/s / peak; the peak defaults to the H100 SXM's
 dense bf16 989 TFLOP/s on CUDA (--peak-tflops for other GPUs) and is unknown (nan) on CPU.
 """
 import argparse
@@ -172,14 +172,28 @@ def main(argv=None):
                         help="dense bf16 peak of the GPU (default 989, H100 SXM; nan on CPU)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model and Newton-Schulz (default: on CUDA yes, on CPU no)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch's CPU threads (default 1, as train_gpt.py's --threads: on a busy 2-core machine "
+                             "the default of one per core ran the CPU bench 40x slower, 5.1 s a step instead of 0.13)")
     parser.add_argument("--profile", type=Path, default=None, help="write the top kernels of one step here")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another train_gpt.py (e.g. an older version) to time side by side")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: --device cuda but torch sees no CUDA GPU; use --device cpu")
+    if args.threads < 1:
+        sys.exit(f"error: --threads {args.threads}: must be 1 or more")
     if args.baseline and not args.baseline.is_file():
         sys.exit(f"error: --baseline {args.baseline}: no such file")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)           # a caller in the same process (the tests) keeps its own
+
+
+def run(args):
     scripts = [("", load_script(REPO / "train_gpt.py"))] + ([("@baseline", load_script(args.baseline))]
                                                             if args.baseline else [])
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -198,7 +212,7 @@ def main(argv=None):
         inductor_config.coordinate_descent_tuning = True        # as train_gpt.py
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
     print(f"device: {name}  torch {torch.__version__}  precision: {'bf16 autocast' if cuda else 'fp32'}  "
-          f"compile: {args.compile}  baseline: {args.baseline}")
+          f"compile: {args.compile}  threads: {args.threads}  baseline: {args.baseline}")
     print(f"shape: {shape}  grad_accum: {args.grad_accum}  tokens/step: "
           f"{args.grad_accum * shape['device_batch_size'] * shape['seq_len']}  warmup: {args.warmup}  "
           f"timed steps: {args.steps}  peak: {args.peak_tflops} TFLOP/s", flush=True)

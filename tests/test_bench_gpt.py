@@ -39,6 +39,7 @@ def test_benchmark_step_parts_and_baseline_parse_and_agree(capsys, tmp_path):
                           "--vocab-size", "512", "--device-batch-size", "2", "--peak-tflops", "1",
                           "--baseline", str(REPO / "train_gpt.py"), "--profile", str(profile)])
     out = capsys.readouterr().out
+    assert "  threads: 1  " in out.splitlines()[0] and torch.get_num_threads() == 1   # its default; ours kept
     rows = {m[1]: m for m in (ROW.match(line) for line in out.splitlines()) if m}
     assert list(rows) == ["relu2", "swiglu_thin", "relu2@baseline", "swiglu_thin@baseline"]
     assert [r["label"] for r in results] == list(rows)
