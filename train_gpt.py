@@ -36,10 +36,11 @@ machine without one)
         1x A100 40GB, 1500 steps: relu2 2344.31 ms/step val 3.5349 31026 MiB;
                                   swiglu_thin 2142.81 ms/step val 3.5589 28960 MiB.
         8x A100, 5100 steps: relu2 322.43 ms/step val 3.2950; swiglu_thin 296.30 ms/step val 3.3268.
-    This file, the CPU smoke run above (measured 2026-11-22 on a shared 2-core x86 VM, torch 2.13.0
-    CPU, fp32; a check that it learns, not a speed figure): about 3 s in all, 18 ms/step;
-        relu2       val_loss 6.3184 (step 0) -> 4.0946 (10) -> 3.5357 (20) -> 3.2722 (30) -> 3.1909 (40)
-        swiglu_thin val_loss 6.2712 (step 0) -> 4.7379 (10) -> 3.9810 (20) -> 3.7208 (30) -> 3.6506 (40)
+    This file, the CPU smoke run above (on a shared 2-core x86 VM, torch 2.13.0 CPU, fp32; a check
+    that it learns, not a speed figure): about 4 s in all, 18-24 ms/step;
+        relu2       val_loss 6.3184 (step 0) -> 4.0944 (10) -> 3.5358 (20) -> 3.2723 (30) -> 3.1910 (40)
+        swiglu_thin val_loss 6.2712 (step 0) -> 4.7381 (10) -> 3.9811 (20) -> 3.7209 (30) -> 3.6507 (40)
+    (Muon's scale applied in fp32 with the lr moved the 4th decimal: 4.0946, 3.5357, ... before.)
     (log(512) = 6.24 is a uniform guess, 1.82 the tiny language's entropy rate.) Without
     --vocab-size 512 the 50304-way head makes it ~15x slower (18 s) and it falls 10.77 -> 4.23.
     Step time on a GPU: still to be measured, with `bash bench/gpu_check.sh`. Measured on one
