@@ -26,6 +26,7 @@ dense bf16 989 TFLOP/s on CUDA (--peak-tflops for other GPUs) and is unknown (na
 """
 import argparse
 import importlib.util
+import inspect
 import statistics
 import sys
 import time
@@ -87,8 +88,11 @@ def build(tg, label: str, mlp: str, shape: dict, args, device: torch.device) -> 
         before = torch.cuda.memory_allocated(device)     # the other model, already built, is not counted
     hp = tg.Hyperparameters(mlp=mlp, compile=args.compile, **shape)
     torch.manual_seed(0)
+    # as train_gpt.py builds it (its rotary table --seq-len long); a --baseline from before that
+    # table (gpu_check.sh's default, 9491bb0) has no max_seq_len and computes cos/sin in forward
+    table = dict(max_seq_len=hp.seq_len) if "max_seq_len" in inspect.signature(tg.GPT).parameters else {}
     with device:
-        model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp, hp.seq_len)
+        model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp, **table)
     optimizers = tg.build_optimizers(model, hp)
     names = ["muon" if isinstance(opt, tg.Muon) else "adamw" for opt in optimizers]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()

@@ -68,3 +68,19 @@ def test_flops_per_token_of_the_full_models():
         full = [bench.flops_per_token(tg.GPT(mlp=m), 12, 1024, 768) for m in ("relu2", "swiglu_thin")]
     assert full == [6 * 123_568_128 + 6 * 12 * 1024 * 768, 6 * 109_412_352 + 6 * 12 * 1024 * 768]
     assert 0.89 < full[1] / full[0] < 0.90                                   # "about 10% fewer"
+
+
+def test_the_baseline_gpu_check_uses_runs(tmp_path, capsys):
+    """bench/gpu_check.sh times the version before the speed changes (9491bb0) as its baseline: the
+    bench must build that version's model too (its GPT has no rotary table to size)."""
+    import subprocess
+    shown = subprocess.run(["git", "show", "9491bb0:train_gpt.py"], cwd=REPO, capture_output=True, text=True)
+    if shown.returncode != 0:
+        pytest.skip("not a git clone with commit 9491bb0")
+    baseline = tmp_path / "train_gpt_before.py"
+    baseline.write_text(shown.stdout)
+    results = load_bench().main(["--device", "cpu", "--steps", "1", "--warmup", "1", "--grad-accum", "1",
+                                 "--n-layer", "1", "--n-embd", "32", "--n-head", "1", "--seq-len", "16",
+                                 "--vocab-size", "64", "--device-batch-size", "1", "--baseline", str(baseline)])
+    assert [r["label"] for r in results] == ["relu2", "swiglu_thin", "relu2@baseline", "swiglu_thin@baseline"]
+    assert "this/baseline swiglu_thin: step time" in capsys.readouterr().out
