@@ -573,22 +573,25 @@ def signal_at(proc, prefix, signum):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_ends_with_one_line_a_done_record_and_every_finished_line(tiny_shards, tmp_path, signum):
-    """Ctrl-C (or a job's SIGTERM) ends the run at once: status:interrupted, and the next command to type."""
-    proc = start_smoke_run(tiny_shards, tmp_path)
-    out, err = signal_at(proc, "step:5/40 train_loss", signum)
+    """Ctrl-C (or a job's SIGTERM) ends the run at once: status:interrupted, and the next command to type.
+    2000 steps, not the smoke run's 40: the 35 steps after step 5 take under a second, and on a busy
+    machine this process read step 5's line late enough that the run had ended (exit 0)."""
+    longer = ["--num-iterations", "2000"]
+    proc = start_smoke_run(tiny_shards, tmp_path, *longer)
+    out, err = signal_at(proc, "step:5/2000 train_loss", signum)
     assert proc.returncode == 130 and "Traceback" not in err
     message = err.strip().splitlines()
     assert len(message) == 1, err
     records = parse_log(only_log(tmp_path))
     assert records[-2][0] == "peak_memory" and records[-1][0] == "done" and records[-1][1]["status"] == "interrupted"
     steps = int(records[-1][1]["steps"])
-    assert 5 <= steps < 40 and [s for s, _ in losses(records, "train_loss")] == list(range(1, steps + 1))
+    assert 5 <= steps < 2000 and [s for s, _ in losses(records, "train_loss")] == list(range(1, steps + 1))
     assert [line for line in out.splitlines() if line.startswith("step:")] == \
         [line for line in only_log(tmp_path).read_text().splitlines() if line.startswith("step:")]
-    assert message[0].startswith(f"interrupted at step {steps} of 40; every finished line is in {only_log(tmp_path)}")
+    assert message[0].startswith(f"interrupted at step {steps} of 2000; every finished line is in {only_log(tmp_path)}")
     command = shlex.split(message[0].split("start it again with checkpoints: ")[1])   # no checkpoint to resume
-    assert command[:2] == ["python", "train_gpt.py"] and command[-2:] == ["--save-every", "4"]
-    assert command[2:-2] == SMOKE_RUN + shard_flags(tiny_shards) + ["--log-dir", str(tmp_path)]
+    assert command[:2] == ["python", "train_gpt.py"] and command[-2:] == ["--save-every", "200"]
+    assert command[2:-2] == SMOKE_RUN + shard_flags(tiny_shards) + ["--log-dir", str(tmp_path)] + longer
 
 
 def test_the_command_an_interrupted_run_prints_resumes_it(tiny_shards, tmp_path):
