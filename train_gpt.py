@@ -38,9 +38,11 @@ machine without one)
         8x A100, 5100 steps: relu2 322.43 ms/step val 3.2950; swiglu_thin 296.30 ms/step val 3.3268.
     This file, the CPU smoke run above (on a shared 2-core x86 VM, torch 2.13.0 CPU, fp32; a check
     that it learns, not a speed figure): about 4 s in all, 18-24 ms/step;
-        relu2       val_loss 6.3184 (step 0) -> 4.0944 (10) -> 3.5358 (20) -> 3.2723 (30) -> 3.1910 (40)
-        swiglu_thin val_loss 6.2712 (step 0) -> 4.7381 (10) -> 3.9811 (20) -> 3.7209 (30) -> 3.6507 (40)
-    (Muon's scale applied in fp32 with the lr moved the 4th decimal: 4.0946, 3.5357, ... before.)
+        relu2       val_loss 6.3184 (step 0) -> 4.0946 (10) -> 3.5361 (20) -> 3.2725 (30) -> 3.1912 (40)
+        swiglu_thin val_loss 6.2712 (step 0) -> 4.7385 (10) -> 3.9816 (20) -> 3.7213 (30) -> 3.6511 (40)
+    (Newton-Schulz grouped as the record groups it moved the 4th decimal: relu2 4.0944, 3.5358,
+    3.2723, 3.1910 before; swiglu_thin 4.7381, 3.9811, 3.7209, 3.6507. Muon's scale applied in
+    fp32 with the lr had moved it too: relu2 4.0946, 3.5357, ... before that.)
     (log(512) = 6.24 is a uniform guess, 1.82 the tiny language's entropy rate.) Without
     --vocab-size 512 the 50304-way head makes it ~15x slower (18 s) and it falls 10.77 -> 4.23.
     Step time on a GPU: still to be measured, with `bash bench/gpu_check.sh`. Measured on one
@@ -366,9 +368,12 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.
     if tall:                                     # iterate on the wide side: X X^T is the smaller Gram
         X = X.T
     for _ in range(steps):
+        # grouped as the record groups it, so its bf16 roundings: a X + b (A X) + (c A)(A X).
+        # (b A + c A A) X is the same polynomial with fewer multiply-adds on a wide X (n^3 for
+        # A A instead of n n m for A (A X)) but rounds at other points
         A = X @ X.T
-        B = b * A + c * A @ A                    # (c A) A: the record's order, so its bf16 roundings
-        X = a * X + B @ X
+        B = A @ X
+        X = a * X + b * B + c * A @ B
     return X.T if tall else X
 
 
