@@ -347,6 +347,16 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 
+def count_parameters(hp) -> int:
+    """The model's weights before it is built, for the memory check: one block built on the meta
+    device (nothing allocated) times --n-layer, plus the tied embedding/head. Not the whole GPT on
+    the meta device: for --n-layer 1000000 that took minutes and gigabytes of Python objects before
+    the check could refuse it. The tests hold it to the count of the built model."""
+    with torch.device("meta"):
+        block = Block(hp.n_embd, hp.n_head, hp.mlp)
+    return hp.vocab_size * hp.n_embd + hp.n_layer * sum(p.numel() for p in block.parameters())
+
+
 # ----------------------------------------------------------------------------------------------
 # Muon: momentum, orthogonalised by a Newton-Schulz iteration
 
@@ -943,13 +953,12 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         train_loader.load_state_dict(checkpoint["loader"])
 
     # ---- model and optimisers (same seed on every rank: identical initial weights)
-    with torch.device("meta"):                   # its size first, without allocating it
-        n_params = sum(p.numel() for p in GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp, hp.seq_len).parameters())
+    expected_params = count_parameters(hp)       # its size first, without allocating it
     memory = (torch.cuda.mem_get_info(device)[1] if use_cuda
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    if 16 * n_params > memory:                   # fp32 weights, gradients and two optimiser states each
+    if 16 * expected_params > memory:            # fp32 weights, gradients and two optimiser states each
         raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) has "
-                         f"{n_params:,} weights: with their gradients and optimiser states that is more than the "
+                         f"{expected_params:,} weights: with their gradients and optimiser states that is more than the "
                          f"{memory / 2**30:.0f} GiB of {device.type} memory; make it smaller")
     torch.manual_seed(hp.seed)
     try:
@@ -961,6 +970,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             raise
         raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) "
                          f"does not fit in the {device.type} memory; make it smaller") from None
+    n_params = sum(p.numel() for p in model.parameters())    # for the log: the count of the model built
     if checkpoint:
         try:
             model.load_state_dict(checkpoint["model"])

@@ -130,6 +130,10 @@ def test_parameter_counts_of_the_full_model(mlp, mlp_weights, total, muon_matric
         assert sum(p.numel() for p in block.attn.parameters()) == 4 * d * d
     assert model.wte.weight is model.lm_head.weight and model.lm_head.weight.shape == (50304, d)
     assert sum(p.numel() for p in model.parameters()) == total == 50304 * d + 12 * (4 * d * d + mlp_weights)
+    # the count the memory check makes before building the model (one block times --n-layer)
+    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp)) == total
+    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp, n_layer=10**6, n_embd=64, n_head=2)) == \
+        50304 * 64 + 10**6 * sum(p.numel() for p in tg.Block(64, 2, mlp).parameters())
     assert all(p.ndim == 2 for p in model.parameters())                      # no biases, no norm weights
     blocks = list(model.blocks.parameters())
     assert len(blocks) == 72 and len(tg.Muon.matrices(blocks)) == muon_matrices
