@@ -522,10 +522,11 @@ def windows_per_shard(ntok: int, window: int) -> int:
     return max(0, (ntok - 1) // window)
 
 
-def shards_needed(num_iterations, batch_size, seq_len, shard_tokens=FULL_SHARD_TOKENS) -> int:
-    """Full FineWeb train shards a run reads without wrapping around (1500 steps: 8; 5100: 27)."""
+def shards_needed(num_iterations, batch_size, seq_len, shard_tokens=FULL_SHARD_TOKENS):
+    """Full FineWeb train shards a run reads without wrapping around (1500 steps: 8; 5100: 27);
+    None when one step reads more tokens than a shard holds (no number of shards will do)."""
     per_shard = windows_per_shard(shard_tokens, batch_size * seq_len)
-    return math.ceil(num_iterations / per_shard)
+    return math.ceil(num_iterations / per_shard) if per_shard else None
 
 
 class DistributedTokenLoader:
@@ -548,8 +549,8 @@ class DistributedTokenLoader:
         self.step_tokens = self.window * micro_steps
         for f, n in zip(self.files, self.ntoks):
             if windows_per_shard(n, self.step_tokens) == 0:
-                raise ShardError(f"{f}: {n} tokens, fewer than one step of all ranks reads "
-                                 f"({self.step_tokens + 1}); use larger shards or fewer tokens per step")
+                raise ShardError(f"{f}: {n} tokens, fewer than one step reads (--batch-size x --seq-len + 1 = "
+                                 f"{self.step_tokens + 1}); lower --batch-size or --seq-len, or use larger shards")
         self.reset()
 
     def reset(self):
@@ -608,6 +609,9 @@ def no_files_message(flag: str, pattern: str, need: int) -> str:
     if not pattern or os.path.isdir(pattern):
         return f"{flag} {pattern or repr('')}: give it a glob of shard files (e.g. '{pattern or 'data/tiny'}/*.bin')"
     folder = Path(pattern).parent
+    if folder.name == FINEWEB_DIR.name and need is None:
+        return (f"no shard matches {flag} {pattern}, and a FineWeb-10B shard ({FULL_SHARD_TOKENS:,} tokens) "
+                "would not hold one step of --batch-size x --seq-len tokens: lower them")
     if folder.name == FINEWEB_DIR.name:          # FineWeb's folder (here, or where --dir put it): download it
         elsewhere = "" if folder == Path("data/fineweb10B") or folder.resolve() == FINEWEB_DIR else f" --dir {folder}"
         return (f"no shard matches {flag} {pattern}; download FineWeb-10B with "
@@ -926,7 +930,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
     train_files, val_files = find_files(hp.train_files), find_files(hp.val_files)
     if not train_files:
         message = no_files_message("--train-files", hp.train_files, need)
-        if "FineWeb" in message:
+        if "FineWeb" in message and need is not None:
             message += (f" ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} "
                         f"shard{'s' * (need != 1)} of {FULL_SHARD_TOKENS} tokens)")
         raise UsageError(message)
@@ -1051,7 +1055,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
                   f"using {warmdown_iters}", flush=True)
         if steps_before_wrap < hp.num_iterations:
             log.write(f"warning: data_wraps:1 train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} "
-                      f"num_iterations:{hp.num_iterations} shards_needed:{need}")
+                      f"num_iterations:{hp.num_iterations} shards_needed:{'nan' if need is None else need}")
             if master:
                 fineweb = all(n == FULL_SHARD_TOKENS for n in train_loader.ntoks)
                 print(f"warning: the {len(train_files)} training shard(s) hold {steps_before_wrap} steps but the run "
