@@ -153,6 +153,9 @@ class FlagParser(argparse.ArgumentParser):
     def error(self, message):                    # argparse's usage + error lines, as one line
         if message.startswith("unrecognized arguments: ") and any(os.path.exists(a) for a in message.split()[2:]):
             raise UsageError(f"{message}: quote the --train-files / --val-files glob, or the shell expands it")
+        if message.endswith("expected one argument"):            # `--lr -inf`: argparse takes -inf for a flag
+            flag = message.split()[1].rstrip(":")
+            raise UsageError(f"{message}: give it a value (one that starts with '-' goes as {flag}=VALUE)")
         raise UsageError(f"{message} (python train_gpt.py --help lists the flags)")
 
 
@@ -194,6 +197,12 @@ def check_settings(hp: Hyperparameters, world_size: int):
             raise UsageError(f"{flag(name)}: must be a finite number >= 0 (default {getattr(defaults, name)})")
     if not 0 <= hp.muon_momentum < 1:
         raise UsageError(f"{flag('muon_momentum')}: must be at least 0 and below 1 (default {defaults.muon_momentum})")
+    cpus = os.cpu_count() or 1
+    if hp.threads > cpus:                        # more only wait for each other (and 100000 crash torch)
+        raise UsageError(f"{flag('threads')}: more than the {cpus} CPUs of this machine; use {cpus} or fewer "
+                         f"(default {defaults.threads})")
+    if not hp.log_dir:
+        raise UsageError("--log-dir '': give it a folder (e.g. --log-dir logs)")
     if not 0 <= hp.seed < 2**64:
         raise UsageError(f"{flag('seed')}: must be between 0 and 2^64 - 1 (torch's seeds)")
     if hp.n_embd % hp.n_head or (hp.n_embd // hp.n_head) % 2:
