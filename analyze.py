@@ -1930,6 +1930,16 @@ def probability(text):
     return value
 
 
+def seed_value(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number 0 or more, e.g. 0")
+    return value
+
+
 def finite_positive(text):
     try:
         value = float(text)
@@ -1957,7 +1967,7 @@ def main(argv=None):
                              "tang (k distinct trials, unbiased, Tang et al. 2020)")
     parser.add_argument("--keep-nonfinite", action="store_true",
                         help="keep MNIST trials whose train_loss is nan or inf (diverged) in the pool")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random number generator")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random number generator")
     parser.add_argument("--target-loss", type=finite_positive, default=3.28,
                         help="GPT validation loss target (time/tokens to target, record rule)")
     parser.add_argument("--record-alpha", type=probability, default=0.01,
@@ -1986,21 +1996,36 @@ def main(argv=None):
             logs.append(log)
     if not logs:
         where = " ".join(args.inputs) or "logs/ (logs/reference/ is left out unless named)"
-        found = f"no log files (*.txt) in {where}" if not files else f"no records in the {len(files)} log file(s) in {where}"
+        # one line: why each file was skipped (the first three) goes into it
+        why = "; ".join(w.replace(", skipped", "") for w in warnings[:3]) + ("; ..." if len(warnings) > 3 else "")
+        found = (f"no log files (*.txt) in {where}" if not files else
+                 f"no records in the {len(files)} log file(s) in {where} ({why})")
         print(f"analyze.py: error: {found}; run a training script first "
               f"(python train_mnist_ffn.py) or pass log files", file=sys.stderr)
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
         return 2
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    made = not out.exists()
+    try:  # before the analysis, so that a typo in --out costs nothing
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"analyze.py: error: --out {args.out}: cannot make that folder ({e.strerror or e}); "
+              "give a folder you can write to", file=sys.stderr)
+        return 2
     mnist_logs = [l for l in logs if l["kind"] == "mnist"]
     gpt_logs = [l for l in logs if l["kind"] == "gpt"]
-    mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
-    gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
-    figures = [] if args.no_figures else (
-        (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
+    try:
+        mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
+        gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
+        figures = [] if args.no_figures else (
+            (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
+    except MemoryError:  # arrays of --bootstrap x --k, --resamples x seeds or pairs: values a user typed
+        print(f"analyze.py: error: out of memory with --k {','.join(map(str, args.k))} --bootstrap {args.bootstrap} "
+              f"--resamples {args.resamples}; lower them (defaults: --k 2,4,8 --bootstrap 50 --resamples 2000)",
+              file=sys.stderr)
+        if made and not any(out.iterdir()):
+            out.rmdir()  # nothing written
+        return 2
 
     parts = ["# Summary", "", "Logs: " + ", ".join(l["path"] for l in logs)]
     if warnings:  # first, so that nobody reads a table without them

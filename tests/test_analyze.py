@@ -494,7 +494,9 @@ def test_no_logs_is_a_clear_error(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "empty.txt").write_text(MNIST_RUN + "\n" + RULE + "\n" + RULE + "\n")
     assert analyze.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "empty.txt: no trial: or step: records, skipped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no records in the 1 log file(s) in {tmp_path} ({tmp_path / 'empty.txt'}: no trial: or step: records)" \
+        in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch):
@@ -1096,3 +1098,14 @@ def test_bad_flag_values_get_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ")
         assert flags[0] in err
+    # values it can only find out about while it runs: a --out it cannot make, sizes beyond the memory
+    synthetic_mnist(tmp_path / "mnist.txt")
+    (tmp_path / "a_file").write_text("not a folder")
+    for flags, words in ((["--out", str(tmp_path / "a_file" / "plots")], "cannot make that folder"),
+                         (["--k", str(10**13)], f"out of memory with --k {10**13} --bootstrap 50"),
+                         (["--resamples", str(10**13)], f"--resamples {10**13}; lower them")):
+        out = ["--out", str(tmp_path / "plots")] if flags[0] != "--out" else []
+        assert analyze.main([str(tmp_path / "mnist.txt"), "--no-figures"] + out + flags) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ") and words in err, err
+        assert not (tmp_path / "plots").exists()
