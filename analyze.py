@@ -63,7 +63,9 @@ COLLAPSE_BELOW = 0.2  # a search whose chosen trial tests below this has collaps
 # MNIST config keys that only widen the pool (more sizes, more seeds): logs that differ in these
 # alone may be pooled; any other difference means another search space.
 MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"}
-GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir"}  # differ between replicates
+# Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
+# writes are not timed): a run with --save-every is a replicate of one without.
+GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
 # Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials

@@ -734,6 +734,18 @@ def test_resumed_log_reads_as_one_run(tmp_path):
     assert json.loads((out / "summary.json").read_text())["gpt_runs"][0]["resumed_from"] == [500]
 
 
+def test_checkpoints_do_not_split_a_group(tmp_path):
+    """--save-every changes neither the numbers nor train_time (writes are not timed): a run with
+    checkpoints (here resumed) is a replicate of the runs without."""
+    gpt_log(tmp_path / "plain.txt", seed=0)
+    saved = gpt_log(tmp_path / "saved.txt", seed=1, resume=(500, 650), started="2026-01-01T01:00:00Z")
+    saved.write_text(saved.read_text().replace(" world_size:8\n", " world_size:8 save_every:250\n", 1))
+    out = tmp_path / "out"
+    assert analyze.main([str(tmp_path / "plain.txt"), str(saved), "--out", str(out), "--no-figures"]) == 0
+    [group] = json.loads((out / "summary.json").read_text())["gpt"]
+    assert group["runs"] == 2 and group["resumed_runs"] == 1 and group["label"] == "relu2"
+
+
 def test_done_before_a_resume_is_not_the_end(tmp_path):
     """Interrupted (done: status:interrupted) at step 650, resumed from the checkpoint at 500, and
     killed after writing its last step but before its own done:: the run reached its end, so it
