@@ -823,6 +823,22 @@ def mean_against_wins(c, geglu, relu, replace):
     return text + " The verdict is about how often it wins (P), not about the mean."
 
 
+def mean_against_wins_caption(c):
+    """A figure's short form of mean_against_wins' note for comparison c; None where mean and verdict agree."""
+    gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
+    if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
+        return None
+    w, l = ("geglu", "relu") if wins > 0 else ("relu", "geglu")
+    name = dict(geglu="GeGLU", relu="ReLU")
+    text = (f"h={c['hidden']}: the verdict is {c['verdict']} (P = {c['p_geglu_better']:.2f}) though its mean is lower: "
+            f"{name[w]}'s search ends higher in {max(wins, -wins) + 0.5:.0%} of pairs (median "
+            f"{c[w + '_median_test']:.3f} vs {c[l + '_median_test']:.3f}), ")
+    if c[w + "_p_collapse"] > c[l + "_p_collapse"]:
+        return text + (f"but collapses below {COLLAPSE_BELOW} in {c[w + '_p_collapse']:.1%} of searches "
+                       f"(vs {c[l + '_p_collapse']:.1%}), which pulls its mean down")
+    return text + "but its rarer losses are larger than its wins"
+
+
 def param_match_pairs(pools):
     """ReLU hidden h -> the GeGLU hidden size whose parameter count is closest (ties: the smaller),
     kept when within PARAM_MATCH_TOLERANCE of ReLU's count."""
@@ -937,12 +953,18 @@ def plot_mnist(res, args, out):
         ax.set_title(f"Test accuracy vs hidden dimension, best of k = {k} trials by validation\n"
                      f"expected best of k ({estimator_name(args)}; pool of {n} trials per point);\n"
                      f"bars: 16th-84th percentile of one search's outcome"
-                     + (f"\n{len(noted)} of {len(pools)} pools with notes (trials missing or left out): "
-                        f"see summary.md" if noted else ""), fontsize=9)
+                     + (f"\n{len(noted)} of {len(pools)} pools carry notes (missing or left-out trials, "
+                        f"mixed logs): see summary.md" if noted else ""), fontsize=9)
         ax.set_xlabel("Hidden dimension")
         ax.set_ylabel("Test accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        # Where the verdict's winner has the lower mean, the figure alone would contradict the
+        # verdict table: say why under it (summary.md's note says the same).
+        why = [mean_against_wins_caption(c) for c in res["comparisons"] if c["k"] == k]
+        why = [w for w in why if w]
+        if why:
+            fig.text(0.02, 0, "\n".join(why), ha="left", va="top", fontsize=7.5, wrap=True)
         files.append(save(fig, out / f"mnist_k{k}.png"))
 
     hiddens = sorted({h for _, h in pools})
@@ -988,15 +1010,18 @@ def plot_mnist(res, args, out):
         fig, axes = plt.subplots(1, len(args.k), figsize=(4.6 * len(args.k), 4.2), squeeze=False)
         for ax, k in zip(axes.flat, args.k):
             rows = [c for c in res["param_match"] if c["k"] == k]
-            for m, hkey in (("geglu", "geglu_hidden"), ("relu", "relu_hidden")):
-                x = [pools[(m, c[hkey])]["params"] for c in rows]
+            for i, (m, hkey) in enumerate((("geglu", "geglu_hidden"), ("relu", "relu_hidden"))):
+                # a little apart (as in mnist_k*.png), so that the two models' bars do not cover each other
+                x = [pools[(m, c[hkey])]["params"] * 2 ** (0.04 * (2 * i - 1)) for c in rows]
                 s = [stats[(m, c[hkey])][k] for c in rows]
                 ax.plot(x, [v["expected_test"] for v in s], marker="o", color=MODEL_COLORS.get(m), label=model_name(m))
                 interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s],
                               MODEL_COLORS.get(m))
-                for xi, v, c in zip(x, s, rows):
+                for xi, v, c in zip(x, s, rows):  # GeGLU's sizes left of its points, ReLU's right
                     ax.annotate(f"h={c[hkey]}", (xi, v["expected_test"]), textcoords="offset points",
-                                xytext=(4, -10), fontsize=7, color=MODEL_COLORS.get(m))
+                                xytext=(8 * i - 4, -10), ha="left" if i else "right", fontsize=7,
+                                color=MODEL_COLORS.get(m))
+            ax.margins(x=0.1)
             ax.set_xscale("log", base=2)
             ticks = [pools[("relu", c["relu_hidden"])]["params"] for c in rows]
             ax.set_xticks(ticks)
@@ -1609,18 +1634,19 @@ def plot_step_time(rows, colors, out):
         if np.all(np.isnan(mean)):
             ax.set_ylim(0, 1)
             ax.set_yticks([])
-        for xi, m, r in zip(x, mean, rows):
+        for xi, m, e, r in zip(x, mean, sd, rows):
             rss = " rss" if key == "peak_memory_mib" and r["peak_memory_kind"] == "max_rss" and len(kinds) > 1 else ""
             text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.1f}{rss}\nn={r['runs']}"
-            ax.annotate(text, (xi, np.nan_to_num(m)), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
-                        textcoords="offset points")
+            # above the error bar, which would cross it
+            ax.annotate(text, (xi, np.nan_to_num(m) + np.nan_to_num(e)), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 3), textcoords="offset points")
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center",
                            fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
         ax.margins(y=0.15)
-    fig.suptitle("Step time and peak memory per group: mean ± 1 sd over its finished runs (no bar: one run)",
+    fig.suptitle("Step time and peak memory per group: mean, and ± 1 sd over its finished runs (no error bar: one run)",
                  fontsize=11)
     fig.tight_layout()
     return save(fig, out / "gpt_step_time.png")
@@ -1654,8 +1680,10 @@ def plot_run_order(res, colors, out):
             ax.plot(np.array(idx) + 1, [rs[i]["step_avg_ms"] for i in idx], marker="o", ms=5, lw=0.8,
                     color=colors[label], label=label)
         if len(rs) <= 12:
+            # with seconds when two runs started in the same minute (short runs), else they read alike
+            clock = "%H:%M:%S" if len({f"{r['started']:%Y%m%d%H%M}" for r in rs}) < len(rs) else "%H:%M"
             ax.set_xticks(range(1, len(rs) + 1))
-            ax.set_xticklabels([f"{i}\n{r['started']:%H:%M}" for i, r in enumerate(rs, 1)], fontsize=8)
+            ax.set_xticklabels([f"{i}\n{r['started']:{clock}}" for i, r in enumerate(rs, 1)], fontsize=8)
         else:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(title, fontsize=9)

@@ -958,6 +958,13 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     note = c["notes"][0]
     assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
     assert note in md  # beside the table, as its footnote
+    # and under the figure that shows the means (mnist_k2.png), in short
+    caption = analyze.mean_against_wins_caption(c)
+    assert caption.startswith("h=2: the verdict is GeGLU better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
+    for c in summary["mnist_comparisons"]:  # a caption exactly where the table has the note
+        explained = any(n.startswith(f"k={c['k']}, h=") for n in c["notes"])
+        assert (analyze.mean_against_wins_caption(c) is not None) == explained
+    assert analyze.mean_against_wins_caption(dict(c, geglu_expected_test=c["relu_expected_test"] + 0.01)) is None
     # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
     s = summary["mnist"]["geglu"]["2"]["2"]
     assert s["expected_test"] + s["expected_test_sd"] > 1
