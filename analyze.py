@@ -136,8 +136,8 @@ def parse_step(head, f):
 
 
 def parse_resume(f):
-    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), world_size=f.get("world_size"),
-                gpu=f.get("gpu"), checkpoint=f.get("checkpoint"))
+    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), checkpoint=f.get("checkpoint"),
+                **{key: f.get(key) for key in ("world_size", "gpu", "torch", "device_batch_size", "compile")})
 
 
 def header_facts(header):
@@ -1122,12 +1122,15 @@ def gpt_run(log, target_loss, warnings):
     except (KeyError, BadRecord):
         final_val = val[-1]["val_loss"] if val else math.nan
     world_size = log["run"].get("world_size", config.get("world_size", "?"))
-    changes = []  # what a resume changed, beyond continuing the run
+    changes = []  # what a resume changed that the step time depends on, beyond continuing the run
+    before = dict(world_size=world_size, gpu=log["run"].get("gpu"), torch=log["run"].get("torch"),
+                  device_batch_size=config.get("device_batch_size"), compile=config.get("compile"))
+    names = dict(world_size="world size", gpu="GPU", torch="torch")
     for r in log["resumes"]:
-        if r["world_size"] is not None and r["world_size"] != world_size:
-            changes.append(f"world size {world_size} -> {r['world_size']} at step {r['from_step']}")
-        if r["gpu"] is not None and r["gpu"] != log["run"].get("gpu"):
-            changes.append(f"GPU {log['run'].get('gpu')} -> {r['gpu']} at step {r['from_step']}")
+        for key, was in before.items():
+            if r[key] is not None and was is not None and r[key] != was:
+                changes.append(f"{names.get(key, key)} {was} -> {r[key]} at step {r['from_step']}")
+                before[key] = r[key]  # a second resume is compared with the first
     if any(n.get("code_changed") == "1" for n in log["notices"]):
         changes.append("the script's code changed at a resume (warning: code_changed:1)")
     if changes:

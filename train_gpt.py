@@ -1017,8 +1017,8 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
                              "choose a folder you can write to" + " with --log-dir" * (checkpoint is None)) from None
         source = Path(__file__).read_text()
+        gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
         if checkpoint is None:
-            gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
             log.write(f"run:gpt id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
                       f"device:{device.type} world_size:{world_size} gpu:{value(gpu)} "
                       f"host:{value(socket.gethostname())}")
@@ -1026,7 +1026,8 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             print(f"log: {log.path}", flush=True)
         else:
             log.write(f"resume: from_step:{checkpoint['step']} checkpoint:{value(checkpoint_path)} "
-                      f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} "
+                      f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} gpu:{value(gpu)} "
+                      f"torch:{torch.__version__} "
                       f"device_batch_size:{hp.device_batch_size} grad_accum:{grad_accum} compile:{int(hp.compile)} "
                       f"train_time:{checkpoint['train_time_ms']:.0f}ms host:{value(socket.gethostname())}")
             print(f"log: {log.path} (appended to)", flush=True)

@@ -768,13 +768,14 @@ def test_resume_with_other_code_or_world_size_is_warned(tmp_path):
     path = gpt_log(tmp_path / "r.txt", resume=(500, 650))
     text = path.read_text().replace("resume: from_step:500 checkpoint:logs/x/step500.pt resumed:2026-01-02T00:00:00Z "
                                     "world_size:8", "resume: from_step:500 checkpoint:logs/x/step500.pt "
-                                    "resumed:2026-01-02T00:00:00Z world_size:4 future_key:1\n"
-                                    "warning: code_changed:1 old:abc new:def")
+                                    "resumed:2026-01-02T00:00:00Z world_size:4 gpu:A100 torch:2.11.0 compile:0 "
+                                    "future_key:1\nwarning: code_changed:1 old:abc new:def")
     path.write_text(text)
     warnings = []
     run = analyze.gpt_run(analyze.parse_log(path), 3.28, warnings)
     assert run["finished"] and run["resume_changes"] == [
-        "world size 8 -> 4 at step 500", "the script's code changed at a resume (warning: code_changed:1)"]
+        "world size 8 -> 4 at step 500", "GPU H100 -> A100 at step 500", "compile 1 -> 0 at step 500",
+        "the script's code changed at a resume (warning: code_changed:1)"]
     assert len(warnings) == 1 and "its step times mix both" in warnings[0]
 
 

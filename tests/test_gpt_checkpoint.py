@@ -120,6 +120,7 @@ def test_a_killed_run_resumed_writes_the_step_lines_of_the_run_never_stopped(bas
     assert names.count("run") == names.count("config") == names.count("resume") == 1
     resume = dict(records)["resume"]
     assert resume["from_step"] == "20" and resume["checkpoint"] == str(folder / "step20.pt")
+    assert (resume["gpu"], resume["torch"], resume["device_batch_size"]) == ("none", torch.__version__, "16")
     assert resume["world_size"] == "1" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", resume["resumed"])
     after = records[names.index("resume") + 1:]
     assert after[0][0] == "step" and after[0][1]["step"] == 21 and after[0][1]["kind"] == "train_loss"
