@@ -1012,6 +1012,10 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             if saving:
                 checkpoint_folder(log_path).mkdir(exist_ok=True)
             log = RunLog(log_path)
+            if checkpoint is not None and not log_text.endswith("\n"):
+                # the killed process was cut in the middle of a line: the resume: record starts a line
+                # of its own rather than run into it (which would make readers skip both)
+                log.file.write("\n")
         except OSError as e:
             where = f"--log-dir {hp.log_dir}" if checkpoint is None else f"the run's log {log_path}"
             raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
