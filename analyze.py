@@ -160,10 +160,15 @@ def parse_log(path):
     code, env, n_bad, ...). A resumed GPT log reads as one run: for each step number and kind
     (val_loss / train_loss) the last line in the file wins (a killed run's lines after its
     checkpoint are done again by the resumed one), and a done: before a resume: is not the end."""
-    lines = Path(path).read_text(errors="replace").splitlines()
+    text = Path(path).read_text(errors="replace")
+    lines = text.splitlines()
     log = dict(path=str(path), kind=None, run={}, config={}, trials=[], steps=[], peak={},
                done={}, n_bad=0, n_records=0, original=False, header_incomplete=False,
-               resumes=[], notices=[], code=None, env={})
+               resumes=[], notices=[], code=None, env={}, cut_line=None)
+    if lines and lines[0].startswith("run:") and not text.endswith("\n"):
+        # Our scripts end every line with its newline in one write: a last line without one was cut by
+        # a kill, and may still parse with a wrong value (step_avg:2 of step_avg:26.14ms; test_acc:0.9).
+        log["cut_line"] = lines.pop()
     body = lines
     if lines and lines[0].startswith("run:"):
         _, kind, log["run"] = split_record(lines[0])
@@ -2019,6 +2024,9 @@ def main(argv=None):
         log = parse_log(path)
         if log["n_bad"]:
             warnings.append(f"{path}: skipped {log['n_bad']} record line(s) that do not parse")
+        if log["cut_line"] is not None:
+            warnings.append(f"{path}: its last line is cut off (killed while writing it?), skipped: "
+                            f"{log['cut_line'][:80]!r}")
         if log["header_incomplete"]:
             warnings.append(f"{path}: header never closed by a line of 100 '=': no records, skipped")
         elif log["kind"] not in ("mnist", "gpt") or not (log["trials"] or log["steps"]):

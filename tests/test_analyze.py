@@ -812,6 +812,25 @@ def test_unfinished_runs_give_no_final_numbers(tmp_path):
     assert swiglu["interleaving"]["order"] == "bcbcb"
 
 
+def test_a_last_line_cut_by_a_kill_is_skipped_not_misread(tmp_path):
+    """Both scripts end each line with its newline in one write: a last line without one was cut
+    by a kill, and its cut value may still parse (step_avg:2 of step_avg:100.00ms, test_acc:0.9)."""
+    gpt = gpt_log(tmp_path / "gpt.txt", kill_at=12)
+    gpt.write_text(gpt.read_text().rstrip("\n")[:-len("0.00ms tokens:6291456")])   # step 12's: step_avg:10
+    mnist = synthetic_mnist(tmp_path / "mnist.txt")
+    lines = mnist.read_text().splitlines()[:-1]                                     # killed: no done:
+    mnist.write_text("\n".join(lines)[:-len("0000")])                              # its last test_acc cut
+    warnings = []
+    run = analyze.gpt_run(analyze.parse_log(gpt), 3.28, warnings)
+    assert run["last_step"] == 11 and run["last_step_avg_ms"] == 100.0 and not any("tokens" in w for w in warnings)
+    log = analyze.parse_log(mnist)
+    assert len(log["trials"]) == 383 and log["cut_line"] == lines[-1][:-4] and log["n_bad"] == 0
+    out = tmp_path / "out"
+    assert analyze.main([str(gpt), str(mnist), "--out", str(out), "--no-figures", "--resamples", "50"]) == 0
+    cut = [w for w in json.loads((out / "summary.json").read_text())["warnings"] if "last line is cut off" in w]
+    assert [w.split(":")[0] for w in cut] == [str(gpt), str(mnist)]
+
+
 def test_cpu_memory_from_max_rss(tmp_path):
     gpt_log(tmp_path / "cpu.txt", gpu="none", world_size=1, cpu=True)
     out = tmp_path / "out"
