@@ -896,10 +896,14 @@ def analyse_mnist(logs, args, warnings):
         c["geglu_expected_test"] = result["stats"][("geglu", c["hidden"])][c["k"]]["expected_test"]
         c["relu_expected_test"] = result["stats"][("relu", c["hidden"])][c["k"]]["expected_test"]
         comparison_notes(c, pools, notes, c["hidden"], c["hidden"], replace)
+    # the claim check averages every shared pool: it rests on whatever touches any of them
+    noted = [cell_name(m, h) for h in shared for m in ("geglu", "relu") if notes.get((m, h))]
+    claim_notes = [f"the means include {len(noted)} of the {2 * len(shared)} pools with notes "
+                   f"({', '.join(noted)}): see the pool table"] if noted else []
     for k in args.k if shared else []:
         g = float(np.mean([result["stats"][("geglu", h)][k]["expected_test"] for h in shared]))
         r = float(np.mean([result["stats"][("relu", h)][k]["expected_test"] for h in shared]))
-        result["claim"].append(dict(k=k, geglu_mean_test=g, relu_mean_test=r,
+        result["claim"].append(dict(k=k, geglu_mean_test=g, relu_mean_test=r, notes=claim_notes,
                                     agrees_with_claim=None if math.isnan(g - r) else bool(g > r)))
     for h_relu, h_geglu in param_match_pairs(pools):
         for c in compare_pools(pools[("geglu", h_geglu)], pools[("relu", h_relu)], args.k,
@@ -1773,11 +1777,11 @@ def mnist_markdown(res, args):
                 f"(see the notes):", "",
                 comparison_table(res["comparisons"], False), "",
                 "The study's claim check (mean over hidden sizes of the expected best-of-k test accuracy):",
-                "", markdown_table(["k", "GeGLU mean", "ReLU mean", "study's check"],
-                                   [[c["k"], fmt(c["geglu_mean_test"]), fmt(c["relu_mean_test"]),
-                                     {True: "agrees with claim", False: "disagrees with claim"}.get(
-                                         c["agrees_with_claim"], "n/a")]
-                                    for c in res["claim"]])]
+                "", noted_table(["k", "GeGLU mean", "ReLU mean", "study's check"],
+                                [[c["k"], fmt(c["geglu_mean_test"]), fmt(c["relu_mean_test"]),
+                                  {True: "agrees with claim", False: "disagrees with claim"}.get(
+                                      c["agrees_with_claim"], "n/a")]
+                                 for c in res["claim"]], [c["notes"] for c in res["claim"]])]
     if res["param_match"]:
         out += ["", "Equal parameter count (each ReLU size against the GeGLU size with the closest "
                 f"parameter count, within {PARAM_MATCH_TOLERANCE:.0%}; Holm over this table):", "",

@@ -905,10 +905,14 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     assert summary["mnist"]["relu"]["2"]["notes"] == ["FFN_ReLU h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
     table = md.split("Verdict:")[1]
     assert "| notes |" in table and "- [1] FFN_GeGLU h=2: 8 of the 16 trials of the grid missing" in table
+    # the claim check averages the pools: it says it rests on noted ones
+    assert all(c["notes"] == ["the means include 4 of the 4 pools with notes (FFN_GeGLU h=2, FFN_ReLU h=2, "
+                              "FFN_GeGLU h=4, FFN_ReLU h=4): see the pool table"] for c in summary["mnist_claim_check"])
+    assert "| k | GeGLU mean | ReLU mean | study's check | notes |" in md
     # the same run finished (a complete grid with done:) has no such warning or note
     summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
     assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
-    assert "| notes |" not in md
+    assert "| notes |" not in md and all(c["notes"] == [] for c in summary["mnist_claim_check"])
 
 
 def test_describe_missing_slices_then_single_trials():
