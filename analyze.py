@@ -1531,7 +1531,7 @@ def plot_val_loss(groups, colors, args, out):
     scale, unit = next((s, u) for s, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"), (1, ""))
                        if most_tokens >= s or s == 1)
     axis_x = (("step", lambda r: r["val_step"], lambda c: c["step"]),
-              ("training time (s, validation excluded)", lambda r: r["val_time_ms"] / 1000,
+              ("training time (s; validation and the first 10 steps untimed)", lambda r: r["val_time_ms"] / 1000,
                lambda c: c["time_ms"].mean(axis=0) / 1000),
               (f"training tokens ({unit})" if unit else "training tokens", lambda r: r["val_tokens"] / scale,
                lambda c: c["tokens"].mean(axis=0) / scale))
