@@ -1601,8 +1601,11 @@ def plot_val_loss(groups, colors, args, out):
 
 
 def plot_train_loss(groups, colors, out):
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    smoothed_max, smoothed_min, windows = 0.0, math.inf, set()
+    """Training loss of every run: the whole run on a log axis (left), and its moving average over the
+    second half of every run on a linear axis (right), where final losses a few hundredths apart are
+    told apart (on the left they share one band between two ticks)."""
+    fig, (ax, late_ax) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[3, 2]))
+    smoothed_max, smoothed_min, windows, late, x0, x1 = 0.0, math.inf, set(), [], math.inf, 0
     for g in groups:
         for j, r in enumerate(g["runs"]):
             if len(r["train_loss"]) == 0:
@@ -1613,10 +1616,16 @@ def plot_train_loss(groups, colors, out):
             finite = y[np.isfinite(y)]
             if len(finite):
                 smoothed_max, smoothed_min = max(smoothed_max, finite.max()), min(smoothed_min, finite.min())
-            color = colors[g["label"]]
+            color, ls = colors[g["label"]], "-" if r["finished"] else "--"
             ax.plot(r["train_step"], r["train_loss"], color=color, alpha=0.12, lw=0.5)
-            ax.plot(r["train_step"][idx], y, color=color, lw=1.2, ls="-" if r["finished"] else "--",
+            ax.plot(r["train_step"][idx], y, color=color, lw=1.2, ls=ls,
                     label=f"{g['label']} ({len(g['runs'])} run{'s' * (len(g['runs']) > 1)})" if j == 0 else None)
+            steps = r["train_step"][idx]
+            half = steps >= steps[-1] / 2
+            if r["finished"] and half.sum() > 1:
+                late_ax.plot(steps[half], y[half], color=color, lw=1.2, ls=ls)
+                late.append(y[half][np.isfinite(y[half])])
+                x0, x1 = min(x0, steps[-1] / 2), max(x1, steps[-1])
     if smoothed_max > 0:  # the first steps (loss ~11-16) would squash the rest
         log_loss_axis(ax, smoothed_min * 0.95, smoothed_max * 1.15)
     ax.set_xlabel("step")
@@ -1626,6 +1635,19 @@ def plot_train_loss(groups, colors, out):
                  f"{'/'.join(map(str, sorted(windows)))} steps (1/50 of the run)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
+    values = np.concatenate(late) if late else np.array([])
+    if len(values):
+        lo, hi = values.min(), values.max()
+        pad = max(0.03 * (hi - lo), 1e-3)
+        late_ax.set_xlim(x0, x1 * 1.01)
+        late_ax.set_ylim(lo - pad, hi + pad)
+        late_ax.set_title("second half of every finished run (linear scale)", fontsize=10)
+    else:
+        late_ax.set_title("second half: no finished run", fontsize=10)
+    late_ax.set_xlabel("step")
+    late_ax.set_ylabel("training loss" + (", moving average" if windows - {1} else ""))
+    late_ax.grid(alpha=0.3)
+    fig.tight_layout()
     return save(fig, out / "gpt_train_loss.png")
 
 
@@ -1648,7 +1670,7 @@ def plot_step_time(rows, colors, out):
             ax.set_yticks([])
         for xi, m, e, r in zip(x, mean, sd, rows):
             rss = " rss" if key == "peak_memory_mib" and r["peak_memory_kind"] == "max_rss" and len(kinds) > 1 else ""
-            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.1f}{rss}\nn={r['runs']}"
+            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.{0 if m >= 1000 else 1}f}{rss}\nn={r['runs']}"
             # above the error bar, which would cross it
             ax.annotate(text, (xi, np.nan_to_num(m) + np.nan_to_num(e)), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 3), textcoords="offset points")
