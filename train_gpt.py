@@ -908,10 +908,12 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
             raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
                              f"(id {checkpoint['log_id']})")
+        # A finished run's newest checkpoint may be before its end: resuming the log (not a checkpoint
+        # named on purpose, e.g. to train its last steps again) would quietly train them again.
         ended = [line for line in log_text.splitlines() if line.startswith("done: ")][-1:]
-        if ended and " status:ok" in ended[0]:   # its last checkpoint may be before the end: it would train again
-            raise UsageError(f"--resume {hp.resume}: the run finished ({log_path} ends with `{ended[0]}`); there is "
-                             "nothing left to train: start a new run to train longer")
+        if ended and " status:ok" in ended[0] and Path(given["resume"]).suffix != ".pt":
+            raise UsageError(f"--resume {given['resume']}: the run finished (its log ends with `{ended[0]}`); there "
+                             "is nothing left to train: start a new run to train longer")
         if master and "log_dir" in given:
             print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
     check_settings(hp, world_size)

@@ -312,9 +312,14 @@ def test_resume_explains_what_it_cannot_resume(baseline, killed_copy, tmp_path, 
     assert "not a train_gpt.py checkpoint" in refused(tmp_path / "other.pt")
     final = tg.checkpoint_folder(baseline) / "step40.pt"
     assert "the run ended there (step 40 of 40); there is nothing left to train" in refused(final)
-    # an earlier checkpoint of a run that finished: it would train its last steps again, into its log
-    before = baseline.read_bytes()
-    assert "the run finished" in refused(final.with_name("step30.pt")) and baseline.read_bytes() == before
+    # the log of a run that finished, whose newest checkpoint is before its end: it would train its last
+    # steps again, into its log (a checkpoint named on purpose does that, as test_gpt.py's compile test)
+    finished = tmp_path / "finished" / baseline.name
+    shutil.copytree(baseline.parent, finished.parent)
+    (tg.checkpoint_folder(finished) / "step40.pt").unlink()
+    before = finished.read_bytes()
+    assert "the run finished (its log ends with `done: steps:40 " in refused(finished)
+    assert finished.read_bytes() == before
     moved = tmp_path / "moved" / "gpt-x"
     moved.mkdir(parents=True)
     shutil.copy(tg.checkpoint_folder(killed_copy) / "step20.pt", moved)
