@@ -63,7 +63,9 @@ COLLAPSE_BELOW = 0.2  # a search whose chosen trial tests below this has collaps
 # MNIST config keys that only widen the pool (more sizes, more seeds): logs that differ in these
 # alone may be pooled; any other difference means another search space.
 MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"}
-GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir"}  # differ between replicates
+# Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
+# writes are not timed): a run with --save-every is a replicate of one without.
+GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
 # Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
@@ -134,8 +136,8 @@ def parse_step(head, f):
 
 
 def parse_resume(f):
-    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), world_size=f.get("world_size"),
-                gpu=f.get("gpu"), checkpoint=f.get("checkpoint"))
+    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), checkpoint=f.get("checkpoint"),
+                **{key: f.get(key) for key in ("world_size", "gpu", "torch", "device_batch_size", "compile")})
 
 
 def header_facts(header):
@@ -158,10 +160,15 @@ def parse_log(path):
     code, env, n_bad, ...). A resumed GPT log reads as one run: for each step number and kind
     (val_loss / train_loss) the last line in the file wins (a killed run's lines after its
     checkpoint are done again by the resumed one), and a done: before a resume: is not the end."""
-    lines = Path(path).read_text(errors="replace").splitlines()
+    text = Path(path).read_text(errors="replace")
+    lines = text.splitlines()
     log = dict(path=str(path), kind=None, run={}, config={}, trials=[], steps=[], peak={},
                done={}, n_bad=0, n_records=0, original=False, header_incomplete=False,
-               resumes=[], notices=[], code=None, env={})
+               resumes=[], notices=[], code=None, env={}, cut_line=None)
+    if lines and lines[0].startswith("run:") and not text.endswith("\n"):
+        # Our scripts end every line with its newline in one write: a last line without one was cut by
+        # a kill, and may still parse with a wrong value (step_avg:2 of step_avg:26.14ms; test_acc:0.9).
+        log["cut_line"] = lines.pop()
     body = lines
     if lines and lines[0].startswith("run:"):
         _, kind, log["run"] = split_record(lines[0])
@@ -821,6 +828,22 @@ def mean_against_wins(c, geglu, relu, replace):
     return text + " The verdict is about how often it wins (P), not about the mean."
 
 
+def mean_against_wins_caption(c):
+    """A figure's short form of mean_against_wins' note for comparison c; None where mean and verdict agree."""
+    gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
+    if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
+        return None
+    w, l = ("geglu", "relu") if wins > 0 else ("relu", "geglu")
+    name = dict(geglu="GeGLU", relu="ReLU")
+    text = (f"h={c['hidden']}: the verdict is {c['verdict']} (P = {c['p_geglu_better']:.2f}) though its mean is lower: "
+            f"{name[w]}'s search ends higher in {max(wins, -wins) + 0.5:.0%} of pairs (median "
+            f"{c[w + '_median_test']:.3f} vs {c[l + '_median_test']:.3f}), ")
+    if c[w + "_p_collapse"] > c[l + "_p_collapse"]:
+        return text + (f"but collapses below {COLLAPSE_BELOW} in {c[w + '_p_collapse']:.1%} of searches "
+                       f"(vs {c[l + '_p_collapse']:.1%}), which pulls its mean down")
+    return text + "but its rarer losses are larger than its wins"
+
+
 def param_match_pairs(pools):
     """ReLU hidden h -> the GeGLU hidden size whose parameter count is closest (ties: the smaller),
     kept when within PARAM_MATCH_TOLERANCE of ReLU's count."""
@@ -873,10 +896,14 @@ def analyse_mnist(logs, args, warnings):
         c["geglu_expected_test"] = result["stats"][("geglu", c["hidden"])][c["k"]]["expected_test"]
         c["relu_expected_test"] = result["stats"][("relu", c["hidden"])][c["k"]]["expected_test"]
         comparison_notes(c, pools, notes, c["hidden"], c["hidden"], replace)
+    # the claim check averages every shared pool: it rests on whatever touches any of them
+    noted = [cell_name(m, h) for h in shared for m in ("geglu", "relu") if notes.get((m, h))]
+    claim_notes = [f"the means include {len(noted)} of the {2 * len(shared)} pools with notes "
+                   f"({', '.join(noted)}): see the pool table"] if noted else []
     for k in args.k if shared else []:
         g = float(np.mean([result["stats"][("geglu", h)][k]["expected_test"] for h in shared]))
         r = float(np.mean([result["stats"][("relu", h)][k]["expected_test"] for h in shared]))
-        result["claim"].append(dict(k=k, geglu_mean_test=g, relu_mean_test=r,
+        result["claim"].append(dict(k=k, geglu_mean_test=g, relu_mean_test=r, notes=claim_notes,
                                     agrees_with_claim=None if math.isnan(g - r) else bool(g > r)))
     for h_relu, h_geglu in param_match_pairs(pools):
         for c in compare_pools(pools[("geglu", h_geglu)], pools[("relu", h_relu)], args.k,
@@ -935,12 +962,18 @@ def plot_mnist(res, args, out):
         ax.set_title(f"Test accuracy vs hidden dimension, best of k = {k} trials by validation\n"
                      f"expected best of k ({estimator_name(args)}; pool of {n} trials per point);\n"
                      f"bars: 16th-84th percentile of one search's outcome"
-                     + (f"\n{len(noted)} of {len(pools)} pools with notes (trials missing or left out): "
-                        f"see summary.md" if noted else ""), fontsize=9)
+                     + (f"\n{len(noted)} of {len(pools)} pools carry notes (missing or left-out trials, "
+                        f"mixed logs): see summary.md" if noted else ""), fontsize=9)
         ax.set_xlabel("Hidden dimension")
         ax.set_ylabel("Test accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        # Where the verdict's winner has the lower mean, the figure alone would contradict the
+        # verdict table: say why under it (summary.md's note says the same).
+        why = [mean_against_wins_caption(c) for c in res["comparisons"] if c["k"] == k]
+        why = [w for w in why if w]
+        if why:
+            fig.text(0.02, 0, "\n".join(why), ha="left", va="top", fontsize=7.5, wrap=True)
         files.append(save(fig, out / f"mnist_k{k}.png"))
 
     hiddens = sorted({h for _, h in pools})
@@ -986,15 +1019,18 @@ def plot_mnist(res, args, out):
         fig, axes = plt.subplots(1, len(args.k), figsize=(4.6 * len(args.k), 4.2), squeeze=False)
         for ax, k in zip(axes.flat, args.k):
             rows = [c for c in res["param_match"] if c["k"] == k]
-            for m, hkey in (("geglu", "geglu_hidden"), ("relu", "relu_hidden")):
-                x = [pools[(m, c[hkey])]["params"] for c in rows]
+            for i, (m, hkey) in enumerate((("geglu", "geglu_hidden"), ("relu", "relu_hidden"))):
+                # a little apart (as in mnist_k*.png), so that the two models' bars do not cover each other
+                x = [pools[(m, c[hkey])]["params"] * 2 ** (0.04 * (2 * i - 1)) for c in rows]
                 s = [stats[(m, c[hkey])][k] for c in rows]
                 ax.plot(x, [v["expected_test"] for v in s], marker="o", color=MODEL_COLORS.get(m), label=model_name(m))
                 interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s],
                               MODEL_COLORS.get(m))
-                for xi, v, c in zip(x, s, rows):
+                for xi, v, c in zip(x, s, rows):  # GeGLU's sizes left of its points, ReLU's right
                     ax.annotate(f"h={c[hkey]}", (xi, v["expected_test"]), textcoords="offset points",
-                                xytext=(4, -10), fontsize=7, color=MODEL_COLORS.get(m))
+                                xytext=(8 * i - 4, -10), ha="left" if i else "right", fontsize=7,
+                                color=MODEL_COLORS.get(m))
+            ax.margins(x=0.1)
             ax.set_xscale("log", base=2)
             ticks = [pools[("relu", c["relu_hidden"])]["params"] for c in rows]
             ax.set_xticks(ticks)
@@ -1095,12 +1131,15 @@ def gpt_run(log, target_loss, warnings):
     except (KeyError, BadRecord):
         final_val = val[-1]["val_loss"] if val else math.nan
     world_size = log["run"].get("world_size", config.get("world_size", "?"))
-    changes = []  # what a resume changed, beyond continuing the run
+    changes = []  # what a resume changed that the step time depends on, beyond continuing the run
+    before = dict(world_size=world_size, gpu=log["run"].get("gpu"), torch=log["run"].get("torch"),
+                  device_batch_size=config.get("device_batch_size"), compile=config.get("compile"))
+    names = dict(world_size="world size", gpu="GPU", torch="torch")
     for r in log["resumes"]:
-        if r["world_size"] is not None and r["world_size"] != world_size:
-            changes.append(f"world size {world_size} -> {r['world_size']} at step {r['from_step']}")
-        if r["gpu"] is not None and r["gpu"] != log["run"].get("gpu"):
-            changes.append(f"GPU {log['run'].get('gpu')} -> {r['gpu']} at step {r['from_step']}")
+        for key, was in before.items():
+            if r[key] is not None and was is not None and r[key] != was:
+                changes.append(f"{names.get(key, key)} {was} -> {r[key]} at step {r['from_step']}")
+                before[key] = r[key]  # a second resume is compared with the first
     if any(n.get("code_changed") == "1" for n in log["notices"]):
         changes.append("the script's code changed at a resume (warning: code_changed:1)")
     if changes:
@@ -1492,7 +1531,7 @@ def plot_val_loss(groups, colors, args, out):
     scale, unit = next((s, u) for s, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"), (1, ""))
                        if most_tokens >= s or s == 1)
     axis_x = (("step", lambda r: r["val_step"], lambda c: c["step"]),
-              ("training time (s, validation excluded)", lambda r: r["val_time_ms"] / 1000,
+              ("training time (s; validation and the first 10 steps untimed)", lambda r: r["val_time_ms"] / 1000,
                lambda c: c["time_ms"].mean(axis=0) / 1000),
               (f"training tokens ({unit})" if unit else "training tokens", lambda r: r["val_tokens"] / scale,
                lambda c: c["tokens"].mean(axis=0) / scale))
@@ -1562,8 +1601,11 @@ def plot_val_loss(groups, colors, args, out):
 
 
 def plot_train_loss(groups, colors, out):
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    smoothed_max, smoothed_min, windows = 0.0, math.inf, set()
+    """Training loss of every run: the whole run on a log axis (left), and its moving average over the
+    second half of every run on a linear axis (right), where final losses a few hundredths apart are
+    told apart (on the left they share one band between two ticks)."""
+    fig, (ax, late_ax) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw=dict(width_ratios=[3, 2]))
+    smoothed_max, smoothed_min, windows, late, x0, x1 = 0.0, math.inf, set(), [], math.inf, 0
     for g in groups:
         for j, r in enumerate(g["runs"]):
             if len(r["train_loss"]) == 0:
@@ -1574,10 +1616,16 @@ def plot_train_loss(groups, colors, out):
             finite = y[np.isfinite(y)]
             if len(finite):
                 smoothed_max, smoothed_min = max(smoothed_max, finite.max()), min(smoothed_min, finite.min())
-            color = colors[g["label"]]
+            color, ls = colors[g["label"]], "-" if r["finished"] else "--"
             ax.plot(r["train_step"], r["train_loss"], color=color, alpha=0.12, lw=0.5)
-            ax.plot(r["train_step"][idx], y, color=color, lw=1.2, ls="-" if r["finished"] else "--",
+            ax.plot(r["train_step"][idx], y, color=color, lw=1.2, ls=ls,
                     label=f"{g['label']} ({len(g['runs'])} run{'s' * (len(g['runs']) > 1)})" if j == 0 else None)
+            steps = r["train_step"][idx]
+            half = steps >= steps[-1] / 2
+            if r["finished"] and half.sum() > 1:
+                late_ax.plot(steps[half], y[half], color=color, lw=1.2, ls=ls)
+                late.append(y[half][np.isfinite(y[half])])
+                x0, x1 = min(x0, steps[-1] / 2), max(x1, steps[-1])
     if smoothed_max > 0:  # the first steps (loss ~11-16) would squash the rest
         log_loss_axis(ax, smoothed_min * 0.95, smoothed_max * 1.15)
     ax.set_xlabel("step")
@@ -1587,6 +1635,19 @@ def plot_train_loss(groups, colors, out):
                  f"{'/'.join(map(str, sorted(windows)))} steps (1/50 of the run)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
+    values = np.concatenate(late) if late else np.array([])
+    if len(values):
+        lo, hi = values.min(), values.max()
+        pad = max(0.03 * (hi - lo), 1e-3)
+        late_ax.set_xlim(x0, x1 * 1.01)
+        late_ax.set_ylim(lo - pad, hi + pad)
+        late_ax.set_title("second half of every finished run (linear scale)", fontsize=10)
+    else:
+        late_ax.set_title("second half: no finished run", fontsize=10)
+    late_ax.set_xlabel("step")
+    late_ax.set_ylabel("training loss" + (", moving average" if windows - {1} else ""))
+    late_ax.grid(alpha=0.3)
+    fig.tight_layout()
     return save(fig, out / "gpt_train_loss.png")
 
 
@@ -1607,18 +1668,19 @@ def plot_step_time(rows, colors, out):
         if np.all(np.isnan(mean)):
             ax.set_ylim(0, 1)
             ax.set_yticks([])
-        for xi, m, r in zip(x, mean, rows):
+        for xi, m, e, r in zip(x, mean, sd, rows):
             rss = " rss" if key == "peak_memory_mib" and r["peak_memory_kind"] == "max_rss" and len(kinds) > 1 else ""
-            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.1f}{rss}\nn={r['runs']}"
-            ax.annotate(text, (xi, np.nan_to_num(m)), ha="center", va="bottom", fontsize=8, xytext=(0, 3),
-                        textcoords="offset points")
+            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.{0 if m >= 1000 else 1}f}{rss}\nn={r['runs']}"
+            # above the error bar, which would cross it
+            ax.annotate(text, (xi, np.nan_to_num(m) + np.nan_to_num(e)), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 3), textcoords="offset points")
         ax.set_xticks(x)
         ax.set_xticklabels(labels, rotation=20 if len(rows) > 3 else 0, ha="right" if len(rows) > 3 else "center",
                            fontsize=8)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
         ax.margins(y=0.15)
-    fig.suptitle("Step time and peak memory per group: mean ± 1 sd over its finished runs (no bar: one run)",
+    fig.suptitle("Step time and peak memory per group: mean, and ± 1 sd over its finished runs (no error bar: one run)",
                  fontsize=11)
     fig.tight_layout()
     return save(fig, out / "gpt_step_time.png")
@@ -1652,8 +1714,10 @@ def plot_run_order(res, colors, out):
             ax.plot(np.array(idx) + 1, [rs[i]["step_avg_ms"] for i in idx], marker="o", ms=5, lw=0.8,
                     color=colors[label], label=label)
         if len(rs) <= 12:
+            # with seconds when two runs started in the same minute (short runs), else they read alike
+            clock = "%H:%M:%S" if len({f"{r['started']:%Y%m%d%H%M}" for r in rs}) < len(rs) else "%H:%M"
             ax.set_xticks(range(1, len(rs) + 1))
-            ax.set_xticklabels([f"{i}\n{r['started']:%H:%M}" for i, r in enumerate(rs, 1)], fontsize=8)
+            ax.set_xticklabels([f"{i}\n{r['started']:{clock}}" for i, r in enumerate(rs, 1)], fontsize=8)
         else:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(title, fontsize=9)
@@ -1735,11 +1799,11 @@ def mnist_markdown(res, args):
                 f"(see the notes):", "",
                 comparison_table(res["comparisons"], False), "",
                 "The study's claim check (mean over hidden sizes of the expected best-of-k test accuracy):",
-                "", markdown_table(["k", "GeGLU mean", "ReLU mean", "study's check"],
-                                   [[c["k"], fmt(c["geglu_mean_test"]), fmt(c["relu_mean_test"]),
-                                     {True: "agrees with claim", False: "disagrees with claim"}.get(
-                                         c["agrees_with_claim"], "n/a")]
-                                    for c in res["claim"]])]
+                "", noted_table(["k", "GeGLU mean", "ReLU mean", "study's check"],
+                                [[c["k"], fmt(c["geglu_mean_test"]), fmt(c["relu_mean_test"]),
+                                  {True: "agrees with claim", False: "disagrees with claim"}.get(
+                                      c["agrees_with_claim"], "n/a")]
+                                 for c in res["claim"]], [c["notes"] for c in res["claim"]])]
     if res["param_match"]:
         out += ["", "Equal parameter count (each ReLU size against the GeGLU size with the closest "
                 f"parameter count, within {PARAM_MATCH_TOLERANCE:.0%}; Holm over this table):", "",
@@ -1930,6 +1994,16 @@ def probability(text):
     return value
 
 
+def seed_value(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number 0 or more, e.g. 0")
+    return value
+
+
 def finite_positive(text):
     try:
         value = float(text)
@@ -1957,7 +2031,7 @@ def main(argv=None):
                              "tang (k distinct trials, unbiased, Tang et al. 2020)")
     parser.add_argument("--keep-nonfinite", action="store_true",
                         help="keep MNIST trials whose train_loss is nan or inf (diverged) in the pool")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random number generator")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random number generator")
     parser.add_argument("--target-loss", type=finite_positive, default=3.28,
                         help="GPT validation loss target (time/tokens to target, record rule)")
     parser.add_argument("--record-alpha", type=probability, default=0.01,
@@ -1976,6 +2050,9 @@ def main(argv=None):
         log = parse_log(path)
         if log["n_bad"]:
             warnings.append(f"{path}: skipped {log['n_bad']} record line(s) that do not parse")
+        if log["cut_line"] is not None:
+            warnings.append(f"{path}: its last line is cut off (killed while writing it?), skipped: "
+                            f"{log['cut_line'][:80]!r}")
         if log["header_incomplete"]:
             warnings.append(f"{path}: header never closed by a line of 100 '=': no records, skipped")
         elif log["kind"] not in ("mnist", "gpt") or not (log["trials"] or log["steps"]):
@@ -1986,21 +2063,36 @@ def main(argv=None):
             logs.append(log)
     if not logs:
         where = " ".join(args.inputs) or "logs/ (logs/reference/ is left out unless named)"
-        found = f"no log files (*.txt) in {where}" if not files else f"no records in the {len(files)} log file(s) in {where}"
+        # one line: why each file was skipped (the first three) goes into it
+        why = "; ".join(w.replace(", skipped", "") for w in warnings[:3]) + ("; ..." if len(warnings) > 3 else "")
+        found = (f"no log files (*.txt) in {where}" if not files else
+                 f"no records in the {len(files)} log file(s) in {where} ({why})")
         print(f"analyze.py: error: {found}; run a training script first "
               f"(python train_mnist_ffn.py) or pass log files", file=sys.stderr)
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
         return 2
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    made = not out.exists()
+    try:  # before the analysis, so that a typo in --out costs nothing
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"analyze.py: error: --out {args.out}: cannot make that folder ({e.strerror or e}); "
+              "give a folder you can write to", file=sys.stderr)
+        return 2
     mnist_logs = [l for l in logs if l["kind"] == "mnist"]
     gpt_logs = [l for l in logs if l["kind"] == "gpt"]
-    mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
-    gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
-    figures = [] if args.no_figures else (
-        (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
+    try:
+        mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
+        gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
+        figures = [] if args.no_figures else (
+            (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
+    except MemoryError:  # arrays of --bootstrap x --k, --resamples x seeds or pairs: values a user typed
+        print(f"analyze.py: error: out of memory with --k {','.join(map(str, args.k))} --bootstrap {args.bootstrap} "
+              f"--resamples {args.resamples}; lower them (defaults: --k 2,4,8 --bootstrap 50 --resamples 2000)",
+              file=sys.stderr)
+        if made and not any(out.iterdir()):
+            out.rmdir()  # nothing written
+        return 2
 
     parts = ["# Summary", "", "Logs: " + ", ".join(l["path"] for l in logs)]
     if warnings:  # first, so that nobody reads a table without them

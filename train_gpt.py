@@ -156,6 +156,9 @@ class FlagParser(argparse.ArgumentParser):
     def error(self, message):                    # argparse's usage + error lines, as one line
         if message.startswith("unrecognized arguments: ") and any(os.path.exists(a) for a in message.split()[2:]):
             raise UsageError(f"{message}: quote the --train-files / --val-files glob, or the shell expands it")
+        if message.endswith("expected one argument"):            # `--lr -inf`: argparse takes -inf for a flag
+            flag = message.split()[1].rstrip(":")
+            raise UsageError(f"{message}: give it a value (one that starts with '-' goes as {flag}=VALUE)")
         raise UsageError(f"{message} (python train_gpt.py --help lists the flags)")
 
 
@@ -197,6 +200,12 @@ def check_settings(hp: Hyperparameters, world_size: int):
             raise UsageError(f"{flag(name)}: must be a finite number >= 0 (default {getattr(defaults, name)})")
     if not 0 <= hp.muon_momentum < 1:
         raise UsageError(f"{flag('muon_momentum')}: must be at least 0 and below 1 (default {defaults.muon_momentum})")
+    cpus = os.cpu_count() or 1
+    if hp.threads > cpus:                        # more only wait for each other (and 100000 crash torch)
+        raise UsageError(f"{flag('threads')}: more than the {cpus} CPUs of this machine; use {cpus} or fewer "
+                         f"(default {defaults.threads})")
+    if not hp.log_dir:
+        raise UsageError("--log-dir '': give it a folder (e.g. --log-dir logs)")
     if not 0 <= hp.seed < 2**64:
         raise UsageError(f"{flag('seed')}: must be between 0 and 2^64 - 1 (torch's seeds)")
     if hp.n_embd % hp.n_head or (hp.n_embd // hp.n_head) % 2:
@@ -348,6 +357,16 @@ class GPT(nn.Module):
         logits = self.lm_head(rms_norm(x))
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # fp32 (or float64) for the loss
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def count_parameters(hp) -> int:
+    """The model's weights before it is built, for the memory check: one block built on the meta
+    device (nothing allocated) times --n-layer, plus the tied embedding/head. Not the whole GPT on
+    the meta device: for --n-layer 1000000 that took minutes and gigabytes of Python objects before
+    the check could refuse it. The tests hold it to the count of the built model."""
+    with torch.device("meta"):
+        block = Block(hp.n_embd, hp.n_head, hp.mlp)
+    return hp.vocab_size * hp.n_embd + hp.n_layer * sum(p.numel() for p in block.parameters())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,10 +537,11 @@ def windows_per_shard(ntok: int, window: int) -> int:
     return max(0, (ntok - 1) // window)
 
 
-def shards_needed(num_iterations, batch_size, seq_len, shard_tokens=FULL_SHARD_TOKENS) -> int:
-    """Full FineWeb train shards a run reads without wrapping around (1500 steps: 8; 5100: 27)."""
+def shards_needed(num_iterations, batch_size, seq_len, shard_tokens=FULL_SHARD_TOKENS):
+    """Full FineWeb train shards a run reads without wrapping around (1500 steps: 8; 5100: 27);
+    None when one step reads more tokens than a shard holds (no number of shards will do)."""
     per_shard = windows_per_shard(shard_tokens, batch_size * seq_len)
-    return math.ceil(num_iterations / per_shard)
+    return math.ceil(num_iterations / per_shard) if per_shard else None
 
 
 class DistributedTokenLoader:
@@ -544,8 +564,8 @@ class DistributedTokenLoader:
         self.step_tokens = self.window * micro_steps
         for f, n in zip(self.files, self.ntoks):
             if windows_per_shard(n, self.step_tokens) == 0:
-                raise ShardError(f"{f}: {n} tokens, fewer than one step of all ranks reads "
-                                 f"({self.step_tokens + 1}); use larger shards or fewer tokens per step")
+                raise ShardError(f"{f}: {n} tokens, fewer than one step reads (--batch-size x --seq-len + 1 = "
+                                 f"{self.step_tokens + 1}); lower --batch-size or --seq-len, or use larger shards")
         self.reset()
 
     def reset(self):
@@ -604,6 +624,9 @@ def no_files_message(flag: str, pattern: str, need: int) -> str:
     if not pattern or os.path.isdir(pattern):
         return f"{flag} {pattern or repr('')}: give it a glob of shard files (e.g. '{pattern or 'data/tiny'}/*.bin')"
     folder = Path(pattern).parent
+    if folder.name == FINEWEB_DIR.name and need is None:
+        return (f"no shard matches {flag} {pattern}, and a FineWeb-10B shard ({FULL_SHARD_TOKENS:,} tokens) "
+                "would not hold one step of --batch-size x --seq-len tokens: lower them")
     if folder.name == FINEWEB_DIR.name:          # FineWeb's folder (here, or where --dir put it): download it
         elsewhere = "" if folder == Path("data/fineweb10B") or folder.resolve() == FINEWEB_DIR else f" --dir {folder}"
         return (f"no shard matches {flag} {pattern}; download FineWeb-10B with "
@@ -891,6 +914,12 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
             raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
                              f"(id {checkpoint['log_id']})")
+        # A finished run's newest checkpoint may be before its end: resuming the log (not a checkpoint
+        # named on purpose, e.g. to train its last steps again) would quietly train them again.
+        ended = [line for line in log_text.splitlines() if line.startswith("done: ")][-1:]
+        if ended and " status:ok" in ended[0] and Path(given["resume"]).suffix != ".pt":
+            raise UsageError(f"--resume {given['resume']}: the run finished (its log ends with `{ended[0]}`); there "
+                             "is nothing left to train: start a new run to train longer")
         if master and "log_dir" in given:
             print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
     check_settings(hp, world_size)
@@ -922,7 +951,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
     train_files, val_files = find_files(hp.train_files), find_files(hp.val_files)
     if not train_files:
         message = no_files_message("--train-files", hp.train_files, need)
-        if "FineWeb" in message:
+        if "FineWeb" in message and need is not None:
             message += (f" ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} "
                         f"shard{'s' * (need != 1)} of {FULL_SHARD_TOKENS} tokens)")
         raise UsageError(message)
@@ -949,13 +978,12 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         train_loader.load_state_dict(checkpoint["loader"])
 
     # ---- model and optimisers (same seed on every rank: identical initial weights)
-    with torch.device("meta"):                   # its size first, without allocating it
-        n_params = sum(p.numel() for p in GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, hp.mlp, hp.seq_len).parameters())
+    expected_params = count_parameters(hp)       # its size first, without allocating it
     memory = (torch.cuda.mem_get_info(device)[1] if use_cuda
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    if 16 * n_params > memory:                   # fp32 weights, gradients and two optimiser states each
+    if 16 * expected_params > memory:            # fp32 weights, gradients and two optimiser states each
         raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) has "
-                         f"{n_params:,} weights: with their gradients and optimiser states that is more than the "
+                         f"{expected_params:,} weights: with their gradients and optimiser states that is more than the "
                          f"{memory / 2**30:.0f} GiB of {device.type} memory; make it smaller")
     torch.manual_seed(hp.seed)
     try:
@@ -967,6 +995,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             raise
         raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) "
                          f"does not fit in the {device.type} memory; make it smaller") from None
+    n_params = sum(p.numel() for p in model.parameters())    # for the log: the count of the model built
     if checkpoint:
         try:
             model.load_state_dict(checkpoint["model"])
@@ -995,13 +1024,17 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             if saving:
                 checkpoint_folder(log_path).mkdir(exist_ok=True)
             log = RunLog(log_path)
+            if checkpoint is not None and not log_text.endswith("\n"):
+                # the killed process was cut in the middle of a line: the resume: record starts a line
+                # of its own rather than run into it (which would make readers skip both)
+                log.file.write("\n")
         except OSError as e:
             where = f"--log-dir {hp.log_dir}" if checkpoint is None else f"the run's log {log_path}"
             raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
                              "choose a folder you can write to" + " with --log-dir" * (checkpoint is None)) from None
         source = Path(__file__).read_text()
+        gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
         if checkpoint is None:
-            gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
             log.write(f"run:gpt id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
                       f"device:{device.type} world_size:{world_size} gpu:{value(gpu)} "
                       f"host:{value(socket.gethostname())}")
@@ -1009,7 +1042,8 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             print(f"log: {log.path}", flush=True)
         else:
             log.write(f"resume: from_step:{checkpoint['step']} checkpoint:{value(checkpoint_path)} "
-                      f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} "
+                      f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} gpu:{value(gpu)} "
+                      f"torch:{torch.__version__} "
                       f"device_batch_size:{hp.device_batch_size} grad_accum:{grad_accum} compile:{int(hp.compile)} "
                       f"train_time:{checkpoint['train_time_ms']:.0f}ms host:{value(socket.gethostname())}")
             print(f"log: {log.path} (appended to)", flush=True)
@@ -1047,7 +1081,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
                   f"using {warmdown_iters}", flush=True)
         if steps_before_wrap < hp.num_iterations:
             log.write(f"warning: data_wraps:1 train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} "
-                      f"num_iterations:{hp.num_iterations} shards_needed:{need}")
+                      f"num_iterations:{hp.num_iterations} shards_needed:{'nan' if need is None else need}")
             if master:
                 fineweb = all(n == FULL_SHARD_TOKENS for n in train_loader.ntoks)
                 print(f"warning: the {len(train_files)} training shard(s) hold {steps_before_wrap} steps but the run "
@@ -1207,4 +1241,12 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        # Interrupted: every record is written and the log closed. Python's own teardown of the modules
+        # torch loaded (torch.optim imports torch._dynamo and sympy) took another 0.4-1.4 s on the
+        # 2-core CPU; whoever pressed Ctrl-C gets the prompt back now instead.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -494,7 +494,9 @@ def test_no_logs_is_a_clear_error(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "empty.txt").write_text(MNIST_RUN + "\n" + RULE + "\n" + RULE + "\n")
     assert analyze.main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "empty.txt: no trial: or step: records, skipped" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no records in the 1 log file(s) in {tmp_path} ({tmp_path / 'empty.txt'}: no trial: or step: records)" \
+        in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch):
@@ -732,6 +734,18 @@ def test_resumed_log_reads_as_one_run(tmp_path):
     assert json.loads((out / "summary.json").read_text())["gpt_runs"][0]["resumed_from"] == [500]
 
 
+def test_checkpoints_do_not_split_a_group(tmp_path):
+    """--save-every changes neither the numbers nor train_time (writes are not timed): a run with
+    checkpoints (here resumed) is a replicate of the runs without."""
+    gpt_log(tmp_path / "plain.txt", seed=0)
+    saved = gpt_log(tmp_path / "saved.txt", seed=1, resume=(500, 650), started="2026-01-01T01:00:00Z")
+    saved.write_text(saved.read_text().replace(" world_size:8\n", " world_size:8 save_every:250\n", 1))
+    out = tmp_path / "out"
+    assert analyze.main([str(tmp_path / "plain.txt"), str(saved), "--out", str(out), "--no-figures"]) == 0
+    [group] = json.loads((out / "summary.json").read_text())["gpt"]
+    assert group["runs"] == 2 and group["resumed_runs"] == 1 and group["label"] == "relu2"
+
+
 def test_done_before_a_resume_is_not_the_end(tmp_path):
     """Interrupted (done: status:interrupted) at step 650, resumed from the checkpoint at 500, and
     killed after writing its last step but before its own done:: the run reached its end, so it
@@ -754,13 +768,14 @@ def test_resume_with_other_code_or_world_size_is_warned(tmp_path):
     path = gpt_log(tmp_path / "r.txt", resume=(500, 650))
     text = path.read_text().replace("resume: from_step:500 checkpoint:logs/x/step500.pt resumed:2026-01-02T00:00:00Z "
                                     "world_size:8", "resume: from_step:500 checkpoint:logs/x/step500.pt "
-                                    "resumed:2026-01-02T00:00:00Z world_size:4 future_key:1\n"
-                                    "warning: code_changed:1 old:abc new:def")
+                                    "resumed:2026-01-02T00:00:00Z world_size:4 gpu:A100 torch:2.11.0 compile:0 "
+                                    "future_key:1\nwarning: code_changed:1 old:abc new:def")
     path.write_text(text)
     warnings = []
     run = analyze.gpt_run(analyze.parse_log(path), 3.28, warnings)
     assert run["finished"] and run["resume_changes"] == [
-        "world size 8 -> 4 at step 500", "the script's code changed at a resume (warning: code_changed:1)"]
+        "world size 8 -> 4 at step 500", "GPU H100 -> A100 at step 500", "compile 1 -> 0 at step 500",
+        "the script's code changed at a resume (warning: code_changed:1)"]
     assert len(warnings) == 1 and "its step times mix both" in warnings[0]
 
 
@@ -795,6 +810,25 @@ def test_unfinished_runs_give_no_final_numbers(tmp_path):
     assert "at step 0 (not final)" in killed_row and "stopped at step 12/1000 (no done: record)" in killed_row
     # only the finished runs were compared, and their start order c b c b ... is interleaved
     assert swiglu["interleaving"]["order"] == "bcbcb"
+
+
+def test_a_last_line_cut_by_a_kill_is_skipped_not_misread(tmp_path):
+    """Both scripts end each line with its newline in one write: a last line without one was cut
+    by a kill, and its cut value may still parse (step_avg:2 of step_avg:100.00ms, test_acc:0.9)."""
+    gpt = gpt_log(tmp_path / "gpt.txt", kill_at=12)
+    gpt.write_text(gpt.read_text().rstrip("\n")[:-len("0.00ms tokens:6291456")])   # step 12's: step_avg:10
+    mnist = synthetic_mnist(tmp_path / "mnist.txt")
+    lines = mnist.read_text().splitlines()[:-1]                                     # killed: no done:
+    mnist.write_text("\n".join(lines)[:-len("0000")])                              # its last test_acc cut
+    warnings = []
+    run = analyze.gpt_run(analyze.parse_log(gpt), 3.28, warnings)
+    assert run["last_step"] == 11 and run["last_step_avg_ms"] == 100.0 and not any("tokens" in w for w in warnings)
+    log = analyze.parse_log(mnist)
+    assert len(log["trials"]) == 383 and log["cut_line"] == lines[-1][:-4] and log["n_bad"] == 0
+    out = tmp_path / "out"
+    assert analyze.main([str(gpt), str(mnist), "--out", str(out), "--no-figures", "--resamples", "50"]) == 0
+    cut = [w for w in json.loads((out / "summary.json").read_text())["warnings"] if "last line is cut off" in w]
+    assert [w.split(":")[0] for w in cut] == [str(gpt), str(mnist)]
 
 
 def test_cpu_memory_from_max_rss(tmp_path):
@@ -871,10 +905,14 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     assert summary["mnist"]["relu"]["2"]["notes"] == ["FFN_ReLU h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
     table = md.split("Verdict:")[1]
     assert "| notes |" in table and "- [1] FFN_GeGLU h=2: 8 of the 16 trials of the grid missing" in table
+    # the claim check averages the pools: it says it rests on noted ones
+    assert all(c["notes"] == ["the means include 4 of the 4 pools with notes (FFN_GeGLU h=2, FFN_ReLU h=2, "
+                              "FFN_GeGLU h=4, FFN_ReLU h=4): see the pool table"] for c in summary["mnist_claim_check"])
+    assert "| k | GeGLU mean | ReLU mean | study's check | notes |" in md
     # the same run finished (a complete grid with done:) has no such warning or note
     summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
     assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
-    assert "| notes |" not in md
+    assert "| notes |" not in md and all(c["notes"] == [] for c in summary["mnist_claim_check"])
 
 
 def test_describe_missing_slices_then_single_trials():
@@ -944,6 +982,13 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     note = c["notes"][0]
     assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
     assert note in md  # beside the table, as its footnote
+    # and under the figure that shows the means (mnist_k2.png), in short
+    caption = analyze.mean_against_wins_caption(c)
+    assert caption.startswith("h=2: the verdict is GeGLU better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
+    for c in summary["mnist_comparisons"]:  # a caption exactly where the table has the note
+        explained = any(n.startswith(f"k={c['k']}, h=") for n in c["notes"])
+        assert (analyze.mean_against_wins_caption(c) is not None) == explained
+    assert analyze.mean_against_wins_caption(dict(c, geglu_expected_test=c["relu_expected_test"] + 0.01)) is None
     # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
     s = summary["mnist"]["geglu"]["2"]["2"]
     assert s["expected_test"] + s["expected_test_sd"] > 1
@@ -1096,3 +1141,14 @@ def test_bad_flag_values_get_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ")
         assert flags[0] in err
+    # values it can only find out about while it runs: a --out it cannot make, sizes beyond the memory
+    synthetic_mnist(tmp_path / "mnist.txt")
+    (tmp_path / "a_file").write_text("not a folder")
+    for flags, words in ((["--out", str(tmp_path / "a_file" / "plots")], "cannot make that folder"),
+                         (["--k", str(10**13)], f"out of memory with --k {10**13} --bootstrap 50"),
+                         (["--resamples", str(10**13)], f"--resamples {10**13}; lower them")):
+        out = ["--out", str(tmp_path / "plots")] if flags[0] != "--out" else []
+        assert analyze.main([str(tmp_path / "mnist.txt"), "--no-figures"] + out + flags) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ") and words in err, err
+        assert not (tmp_path / "plots").exists()

@@ -130,6 +130,10 @@ def test_parameter_counts_of_the_full_model(mlp, mlp_weights, total, muon_matric
         assert sum(p.numel() for p in block.attn.parameters()) == 4 * d * d
     assert model.wte.weight is model.lm_head.weight and model.lm_head.weight.shape == (50304, d)
     assert sum(p.numel() for p in model.parameters()) == total == 50304 * d + 12 * (4 * d * d + mlp_weights)
+    # the count the memory check makes before building the model (one block times --n-layer)
+    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp)) == total
+    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp, n_layer=10**6, n_embd=64, n_head=2)) == \
+        50304 * 64 + 10**6 * sum(p.numel() for p in tg.Block(64, 2, mlp).parameters())
     assert all(p.ndim == 2 for p in model.parameters())                      # no biases, no norm weights
     blocks = list(model.blocks.parameters())
     assert len(blocks) == 72 and len(tg.Muon.matrices(blocks)) == muon_matrices
@@ -415,6 +419,12 @@ BAD_SETTINGS = [                                  # (flags, words the one line m
      f"unrecognized arguments: {REPO / 'README.md'}: quote the --train-files / --val-files glob"),
     (["--val-files", str(REPO / "data")], f"--val-files {REPO / 'data'}: give it a glob of shard files"),
     (["--n-embd", "100000"], "has 240,051,200,000 weights: with their gradients and optimiser states that is more"),
+    (["--n-layer", "1000000"], "has 49,152,032,768 weights: with their gradients"),       # counted, not built
+    (["--batch-size", "1600000"], "fewer than one step reads (--batch-size x --seq-len + 1 = 102400001)"),
+    (["--threads", str(os.cpu_count() + 1)], f"--threads {os.cpu_count() + 1}: more than the {os.cpu_count()} CPUs"),
+    (["--log-dir", ""], "--log-dir '': give it a folder"),
+    (["--lr", "-inf"], "argument --lr: expected one argument: give it a value (one that starts with '-' goes as "
+                       "--lr=VALUE)"),
 ]
 
 
@@ -423,11 +433,11 @@ def test_bad_settings_are_refused_with_one_line_before_anything_is_written(tiny_
                                                                           words):
     """Valid shards and a run that would start: only the check stops it, and no log is left behind."""
     code = tg.main(TINY + shard_flags(tiny_shards) + ["--batch-size", "16", "--device-batch-size", "16",
-                   "--num-iterations", "4", "--val-every", "0", "--val-tokens", "1024"] + flags
-                   + ["--log-dir", str(tmp_path / "logs")])
+                   "--num-iterations", "4", "--val-every", "0", "--val-tokens", "1024",
+                   "--log-dir", str(tmp_path / "logs")] + flags)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and words in err, err
-    assert not (tmp_path / "logs").exists()
+    assert not (tmp_path / "logs").exists() and not list(Path.cwd().glob("gpt-*.txt"))
 
 
 def test_the_checked_base_run_is_valid(tiny_shards, tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import analyze
 import train_gpt as tg
 from test_gpt import REPO, TINY, free_port, only_log, parse_log, shard_flags, tiny_shards, write_shard  # noqa: F401
 
@@ -120,6 +121,7 @@ def test_a_killed_run_resumed_writes_the_step_lines_of_the_run_never_stopped(bas
     assert names.count("run") == names.count("config") == names.count("resume") == 1
     resume = dict(records)["resume"]
     assert resume["from_step"] == "20" and resume["checkpoint"] == str(folder / "step20.pt")
+    assert (resume["gpu"], resume["torch"], resume["device_batch_size"]) == ("none", torch.__version__, "16")
     assert resume["world_size"] == "1" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", resume["resumed"])
     after = records[names.index("resume") + 1:]
     assert after[0][0] == "step" and after[0][1]["step"] == 21 and after[0][1]["kind"] == "train_loss"
@@ -144,6 +146,21 @@ def test_a_killed_run_resumed_writes_the_step_lines_of_the_run_never_stopped(bas
             (step, a["loader"], step - 10)
         ta, tb = tensors([a["model"], a["optimizers"], a["rng"]]), tensors([b["model"], b["optimizers"], b["rng"]])
         assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta), step
+
+
+def test_a_line_cut_by_the_kill_stays_apart_from_the_resumed_records(killed_copy):
+    """A kill in the middle of a write leaves a last line without its newline: the resumed run's
+    resume: record must start a line of its own, or readers would skip it with the cut line."""
+    log = killed_copy
+    text = log.read_text()
+    text = text[:text.index("\n", text.index("\ncheckpoint: step:20 ") + 1) + 1] + "step:21/40 train_loss:3.9"
+    log.write_text(text)                                                       # killed while writing step 21
+    finish(start(["--resume", str(log)]))
+    lines = log.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("resume: from_step:20 "))
+    assert lines[at - 1] == "step:21/40 train_loss:3.9" and lines[-1].startswith("done: steps:40 ")
+    records = analyze.parse_log(log)
+    assert records["resumes"][0]["from_step"] == 20 and records["done"]["status"] == "ok" and records["n_bad"] == 1
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="kills the ranks it finds in /proc (Linux)")
@@ -295,6 +312,14 @@ def test_resume_explains_what_it_cannot_resume(baseline, killed_copy, tmp_path, 
     assert "not a train_gpt.py checkpoint" in refused(tmp_path / "other.pt")
     final = tg.checkpoint_folder(baseline) / "step40.pt"
     assert "the run ended there (step 40 of 40); there is nothing left to train" in refused(final)
+    # the log of a run that finished, whose newest checkpoint is before its end: it would train its last
+    # steps again, into its log (a checkpoint named on purpose does that, as test_gpt.py's compile test)
+    finished = tmp_path / "finished" / baseline.name
+    shutil.copytree(baseline.parent, finished.parent)
+    (tg.checkpoint_folder(finished) / "step40.pt").unlink()
+    before = finished.read_bytes()
+    assert "the run finished (its log ends with `done: steps:40 " in refused(finished)
+    assert finished.read_bytes() == before
     moved = tmp_path / "moved" / "gpt-x"
     moved.mkdir(parents=True)
     shutil.copy(tg.checkpoint_folder(killed_copy) / "step20.pt", moved)
