@@ -1188,30 +1188,41 @@ def software_differences(a, b):
 
 def interleaving(runs, base_runs):
     """How the runs of a group ('c') and of its baseline ('b') followed each other, by start time.
-    Interleaved (c b c b ...: drift of the machine hits both alike), mixed (no sign of blocks),
-    or not interleaved (one group ran first, or the runs come in blocks by an exact runs test)."""
+
+    What drift of the machine does to a step-time comparison depends on the gap: how many runs
+    later, on average, the group started than its baseline (mean position in the start order, c
+    minus b). A steady drift of d ms per run shifts the difference of the mean step_avg by exactly
+    gap x d. A B A B ... gives a gap of 1 (0 with one run more on one side), A B B A 0, one group
+    first the number of runs per group. So: interleaved when the order alternates as much as the
+    counts allow or the gap is at most 1 (no more exposed to drift than A B A B); otherwise not
+    interleaved: one group ran first, or the runs come in blocks (an exact runs test), or, where
+    neither shows, the gap itself is too large (bbbcccbbbccc: 3 runs; a runs test of 12 runs
+    cannot see blocks of three)."""
+    none = dict(order=None, runs=None, runs_test_p=None, position_gap=None, interleaved=None)
     if not runs or not base_runs:
-        return dict(verdict="n/a", order=None, runs=None, runs_test_p=None, interleaved=None)
+        return dict(none, verdict="n/a")
     starts = [(r["started"], "c") for r in runs] + [(r["started"], "b") for r in base_runs]
     if any(t is None for t, _ in starts):
-        return dict(verdict="unknown: a log has no start time", order=None, runs=None, runs_test_p=None,
-                    interleaved=None)
+        return dict(none, verdict="unknown: a log has no start time")
     if len({t for t, _ in starts}) < len(starts):
-        return dict(verdict="unknown: runs share a start time", order=None, runs=None, runs_test_p=None,
-                    interleaved=None)
+        return dict(none, verdict="unknown: runs share a start time")
     order = "".join(s for _, s in sorted(starts))
     n_runs = 1 + sum(x != y for x, y in zip(order, order[1:]))
     most = 2 * min(len(runs), len(base_runs)) + (len(runs) != len(base_runs))
+    mean_position = lambda s: float(np.mean([i for i, x in enumerate(order, 1) if x == s]))
+    gap = mean_position("c") - mean_position("b")
     p = runs_test_p(order)
-    if n_runs == most:
+    if n_runs == most or abs(gap) <= 1 + 1e-9:
         verdict = "interleaved"
     elif n_runs == 2:
         verdict = "not interleaved: one group ran first"
     elif p < 0.05:
         verdict = f"not interleaved: the runs come in blocks (runs test p={p:.2g})"
     else:
-        verdict = "mixed (no sign of blocks)"
-    return dict(verdict=verdict, order=order, runs=n_runs, runs_test_p=p, interleaved=not verdict.startswith("not"))
+        verdict = (f"not interleaved: this group started {abs(gap):.1f} runs {'after' if gap > 0 else 'before'} "
+                   f"its baseline on average")
+    return dict(verdict=verdict, order=order, runs=n_runs, runs_test_p=p, position_gap=gap,
+                interleaved=verdict == "interleaved")
 
 
 def group_curves(runs):
@@ -1417,7 +1428,9 @@ def group_row(g, groups, args, warnings, rng):
         if row["interleaving"]["interleaved"] is False:
             text = (f"{g['label']} vs {base['label']}: {row['interleaving']['verdict']} (start order "
                     f"{row['interleaving']['order']}, c = {g['label']}, b = {base['label']}): drift of the "
-                    f"machine can pass for a speed difference; see gpt_run_order.png")
+                    f"machine can pass for a speed difference (a steady drift of d ms per run adds "
+                    f"{row['interleaving']['position_gap']:+.1f} x d to the step_avg difference); "
+                    f"see gpt_run_order.png")
             warnings.append(text)
             notes.append(text)
         row["equal_loss"] = equal_loss(runs, base_runs, rng, args.resamples)

@@ -1070,13 +1070,39 @@ def test_runs_test_matches_enumeration():
         orders = set(itertools.permutations(order))
         expected = sum(runs(o) <= runs(order) for o in orders) / len(orders)
         assert analyze.runs_test_p(order) == pytest.approx(expected)
-    v = analyze.interleaving
+    assert analyze.runs_test_p("bbbcccbbbccc") == pytest.approx(62 / 924)  # 2 + 10 + 50 orders with <= 4 runs
+
+
+def order_verdict(order):
+    """interleaving() on runs started one hour apart in the given order of c and b."""
     run = lambda h: dict(started=analyze.parse_time(hours(h)))
-    assert v([run(1), run(3)], [run(0), run(2)])["verdict"] == "interleaved"
-    assert v([run(4), run(5), run(6)], [run(0), run(1), run(2)])["verdict"] == "not interleaved: one group ran first"
-    assert v([run(1), run(2), run(5), run(6), run(9), run(10)],
-             [run(0), run(3), run(4), run(7), run(8), run(11)])["verdict"] == "mixed (no sign of blocks)"
-    assert v([run(1)], [run(1)])["verdict"] == "unknown: runs share a start time"
+    return analyze.interleaving([run(i) for i, x in enumerate(order) if x == "c"],
+                                [run(i) for i, x in enumerate(order) if x == "b"])
+
+
+def test_interleaving_verdicts_and_the_drift_they_let_in():
+    # the position gap (mean start position of c minus b) is what a steady drift multiplies
+    for order, verdict, gap in [
+            ("bcbcbc", "interleaved", 1.0),                     # A B A B
+            ("bcbcb", "interleaved", 0.0),                      # one run more on one side
+            ("bccbbccbbccb", "interleaved", 0.0),               # A B B A: no linear drift at all
+            ("bcbcbbcbc", "interleaved", 0.9),                  # A B A B with one run missing
+            ("bbbccc", "not interleaved: one group ran first", 3.0),
+            # 7 + 7 runs, 4 blocks: (2 + 12 + 72) / C(14, 7) = 86 / 3432 orders have as few
+            ("bbbbbbcbcccccc", "not interleaved: the runs come in blocks (runs test p=0.025)", 76 / 7 - 29 / 7),
+            # blocks of three: the runs test of 12 runs cannot see them (p = 62/924 = 0.067), the gap does
+            ("bbbcccbbbccc", "not interleaved: this group started 3.0 runs after its baseline on average", 3.0),
+            ("cccbbbcccbbb", "not interleaved: this group started 3.0 runs before its baseline on average", -3.0)]:
+        v = order_verdict(order)
+        assert (v["verdict"], v["order"]) == (verdict, order)
+        assert v["position_gap"] == pytest.approx(gap, abs=0.05)
+        assert v["interleaved"] is (verdict == "interleaved")
+    # the gap is what drift does: step_avg = 100 + 0.5 ms x position, the same for both MLPs
+    order = "bbbcccbbbccc"
+    drift = lambda x: np.mean([100 + 0.5 * i for i, y in enumerate(order, 1) if y == x])
+    assert drift("c") - drift("b") == pytest.approx(0.5 * order_verdict(order)["position_gap"])
+    run = lambda h: dict(started=analyze.parse_time(hours(h)))
+    assert analyze.interleaving([run(1)], [run(1)])["verdict"] == "unknown: runs share a start time"
 
 
 def test_loss_ticks_label_the_final_losses():
