@@ -1261,7 +1261,8 @@ def equal_loss(runs, base_runs, rng, resamples):
     Each side's mean validation curve (over its finished runs, on a common step grid) is followed
     until it first comes down to L, the final mean loss of the worse side (the lowest loss both
     reach); the steps and the mean training time there are compared. Negative: the group gets
-    there first. The 95% interval resamples each side's runs (seeds) with replacement."""
+    there first. The 95% interval resamples each side's runs (seeds) with replacement, when
+    each side has two runs or more."""
     if not runs or not base_runs:
         return None
     cg, cb = group_curves(runs), group_curves(base_runs)
@@ -1281,7 +1282,9 @@ def equal_loss(runs, base_runs, rng, resamples):
                delta_steps=float(sg[0] - sb[0]), time_ms=float(tg[0]), baseline_time_ms=float(tb[0]),
                delta_time_ms=float(tg[0] - tb[0]), delta_steps_ci95=[math.nan, math.nan],
                delta_time_ms_ci95=[math.nan, math.nan], resamples=0)
-    if max(len(runs), len(base_runs)) > 1:  # with one run a side there is no seed spread to show
+    # A single run's seed-to-seed spread is unknown: resampling the other side alone would give an
+    # interval that takes the one run's curve as exact, so there is none unless both have two runs.
+    if min(len(runs), len(base_runs)) > 1:
         _, ((sg, tg), (sb, tb)) = estimate(rng.integers(0, len(runs), (resamples, len(runs))),
                                            rng.integers(0, len(base_runs), (resamples, len(base_runs))))
         for key, d in (("delta_steps_ci95", sg - sb), ("delta_time_ms_ci95", tg - tb)):
@@ -1816,7 +1819,7 @@ def gpt_markdown(res, args):
             out += ["", "At equal loss: where each side's mean validation curve first comes down to L, the "
                     "final mean loss of the worse side (so both reach it), the steps and the training time "
                     "there; Δ < 0: the group gets there first. 95% intervals from resampling each side's runs "
-                    f"({args.resamples} times; none with one run a side):", "",
+                    f"({args.resamples} times; none unless each side has two runs or more):", "",
                     markdown_table(["group", "baseline", "loss L", "steps", "baseline steps", "Δ steps [95%]",
                                     "time", "baseline time", "Δ time [95%]"],
                                    [[r["label"], r["baseline"], fmt(e["loss"]), fmt(e["steps"], ".0f"),

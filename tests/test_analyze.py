@@ -678,6 +678,29 @@ def test_scenario_too_few_runs(gpt_scenario_run):
     assert swiglu["interleaving"]["verdict"] == "interleaved"  # b c: as interleaved as one run a side can be
 
 
+def test_too_few_runs_three_against_one(tmp_path):
+    """Three relu2 runs (3.279 +- 0.0015) against one swiglu_thin run: the record rule can be
+    tested on relu2 but not passed yet; nothing that needs a spread on both sides is given."""
+    for i, loss in enumerate([3.2775, 3.2790, 3.2805]):
+        gpt_log(tmp_path / f"relu2-{i}.txt", "relu2", i, loss, 100.0 + i, hours(2 * i))
+    gpt_log(tmp_path / "swiglu-0.txt", "swiglu_thin", 0, 3.2830, 95.0, hours(1))
+    assert analyze.main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-figures", "--resamples", "200"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {g["label"]: g for g in summary["gpt"]}
+    rule = rows["relu2"]["record_rule"]
+    # t = -0.001 / (0.0015 / sqrt 3) = -1.1547 at df 2, where P(T <= t) = (1 + t / sqrt(2 + t^2)) / 2
+    assert rule["t"] == pytest.approx(-1 / math.sqrt(0.75), rel=1e-3)
+    assert rule["p_value"] == pytest.approx((1 + rule["t"] / math.sqrt(2 + rule["t"] ** 2)) / 2, rel=1e-9)
+    assert rule["verdict"] == "not yet"
+    # n = 15: t = 2.582 < 2.624 (df 14, one-sided 1%); n = 16: t = 2.667 > 2.602 (df 15)
+    assert (rule["runs_needed"], rule["more_runs_needed"]) == (16, 13)
+    swiglu = rows["swiglu_thin"]
+    assert swiglu["record_rule"]["verdict"] == "not testable (1 run)"
+    assert swiglu["step_avg_p_value"] is None and swiglu["final_val_loss_p_value"] is None
+    e = swiglu["equal_loss"]  # a point estimate, but no interval: one run says nothing of its seed spread
+    assert e["delta_steps"] > 0 and e["delta_steps_ci95"] == [None, None] and e["delta_time_ms_ci95"] == [None, None]
+
+
 def test_scenario_not_interleaved(gpt_scenario_run):
     out, summary, groups = gpt_scenario_run
     swiglu, relu = scenario(groups, summary, "l9")
