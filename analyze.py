@@ -135,7 +135,13 @@ def parse_step(head, f):
 
 def parse_resume(f):
     return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), world_size=f.get("world_size"),
-                gpu=f.get("gpu"), checkpoint=f.get("checkpoint"))
+                gpu=gpu_name(f.get("gpu")), checkpoint=f.get("checkpoint"))
+
+
+def gpu_name(value):
+    """train_gpt.py writes a value's spaces as %20 (values hold no spaces); the tables show the
+    GPU's own name, 'NVIDIA H100 80GB HBM3', not 'NVIDIA%20H100%2080GB%20HBM3'."""
+    return None if value is None else value.replace("%20", " ")
 
 
 def header_facts(header):
@@ -211,6 +217,8 @@ def parse_log(path):
         except (BadRecord, KeyError, IndexError):
             log["n_bad"] += 1
     log["steps"] = sorted(steps.values(), key=lambda s: s["step"])
+    if "gpu" in log["run"]:
+        log["run"]["gpu"] = gpu_name(log["run"]["gpu"])
     if log["kind"] is None:  # no run: line -- the original modded-nanogpt scripts
         if log["steps"]:
             log["kind"], log["original"] = "gpt", True
@@ -1787,7 +1795,8 @@ def gpt_markdown(res, args):
                    "unknown" if r["gpu"] == "?" else ("CPU" if r["gpu"] == "none" else r["gpu"]) + f" x {r['world_size']}",
                    f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {fmt(r['step_avg_ms_sd'], '.2f')}",
                    f"{fmt(r['final_val_loss_mean'])} ± {fmt(r['final_val_loss_sd'])}",
-                   fmt(r["peak_memory_mib"], ".0f") + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
+                   fmt(r["peak_memory_mib"], ".0f") + (f" ± {fmt(r['peak_memory_mib_sd'], '.0f')}" if r["runs"] > 1 else "")
+                   + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
                    fmt(r["tokens"], ",.0f"),
                    f"{fmt(r['time_to_target_ms'] / 1000, '.1f', 'not reached' if r['runs'] else 'n/a')}"
                    + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
@@ -1807,8 +1816,8 @@ def gpt_markdown(res, args):
                 "like), and the order the runs were started in (c: this group, b: the baseline):", "",
                 noted_table(["group", "baseline", "Δ step_avg", "p", "Δ final loss", "p (loss)", "Δ memory",
                              "same GPU and software", "run order"],
-                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g", ""),
-                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g", ""),
+                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g"),
+                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g"),
                               pct(r["peak_memory_change_pct"]),
                               "yes" if r["same_machine"] else "no: " + "; ".join(r["machine_differences"]),
                               r["interleaving"]["verdict"] + (f" ({r['interleaving']['order']})"

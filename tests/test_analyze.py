@@ -518,7 +518,7 @@ def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch)
 
 def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started="2026-01-01T00:00:00Z",
             gpu="H100", torch="2.11.0", world_size=8, steps=1000, val_every=100, n_layer=12, peak=31026,
-            kill_at=None, status="ok", resume=None, source=FAKE_SOURCE, cpu=False):
+            kill_at=None, status="ok", resume=None, source=FAKE_SOURCE, cpu=False, cuda=None):
     """One train_gpt.py log. Validation loss final_loss + 8 (exp(-s/tau) - exp(-steps/tau)),
     tau = steps / 6.67; train_time leaves out the first 10 steps. kill_at: the log ends after that
     step (no peak_memory, no done); status: of the done: record, written at kill_at when given.
@@ -563,7 +563,8 @@ def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started=
                        f"final_val_loss:{loss(last):.4f} status:{status}")
     run_line = (f"run:gpt id:{seed:08x} started:{started} torch:{torch} device:cuda world_size:{world_size} "
                 f"gpu:{gpu} host:node1")
-    return write_log(path, run_line, records, source=list(source) + ["python: 3.11.7", f"torch: {torch}"])
+    env = ["python: 3.11.7", f"torch: {torch}"] + ([f"cuda: {cuda} available:True"] if cuda else [])
+    return write_log(path, run_line, records, source=list(source) + env)
 
 
 def hours(i):
@@ -699,6 +700,9 @@ def test_too_few_runs_three_against_one(tmp_path):
     assert swiglu["step_avg_p_value"] is None and swiglu["final_val_loss_p_value"] is None
     e = swiglu["equal_loss"]  # a point estimate, but no interval: one run says nothing of its seed spread
     assert e["delta_steps"] > 0 and e["delta_steps_ci95"] == [None, None] and e["delta_time_ms_ci95"] == [None, None]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    line = next(l for l in md.splitlines() if l.startswith("| swiglu_thin | relu2 | -"))
+    assert line.split(" | ")[3] == "n/a" and line.split(" | ")[5] == "n/a"  # the Welch p cells say so
 
 
 def test_scenario_not_interleaved(gpt_scenario_run):
@@ -722,6 +726,29 @@ def test_scenario_two_gpus(gpt_scenario_run):
     for label, g in groups.items():  # the machine check flags only this setting
         if g["baseline"] and g is not swiglu:
             assert g["same_machine"] is True
+
+
+def test_same_gpu_other_software_is_not_like_for_like(tmp_path):
+    """One GPU model (named as train_gpt.py writes it, spaces as %20), the two MLPs on other torch
+    and CUDA versions: the comparison says which, and the GPU reads as the GPU names itself."""
+    gpu = "NVIDIA%20H100%2080GB%20HBM3"
+    for i in range(3):
+        gpt_log(tmp_path / f"relu2-{i}.txt", "relu2", i, 3.2780 + 0.001 * i, 100.0 + 0.2 * i, hours(2 * i), gpu=gpu,
+                torch="2.11.0+cu130", cuda="13.0")
+        gpt_log(tmp_path / f"swiglu-{i}.txt", "swiglu_thin", i, 3.2830 + 0.001 * i, 95.0 + 0.2 * i, hours(2 * i + 1),
+                gpu=gpu, torch="2.12.0+cu128", cuda="12.8")
+    assert analyze.main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-figures", "--resamples", "200"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    swiglu = next(g for g in summary["gpt"] if g["mlp"] == "swiglu_thin")
+    assert swiglu["gpu"] == "NVIDIA H100 80GB HBM3" and swiglu["baseline_also_differs_in"] == []
+    assert swiglu["same_machine"] is False
+    assert swiglu["machine_differences"] == ["torch 2.12.0+cu128 vs 2.11.0+cu130", "cuda 12.8 vs 13.0"]
+    assert swiglu["interleaving"]["verdict"] == "interleaved"  # in order, yet not like for like
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| NVIDIA H100 80GB HBM3 x 8 |" in md and "%20" not in md.split("## GPT")[1].split("Runs, in")[0]
+    assert "| no: torch 2.12.0+cu128 vs 2.11.0+cu130; cuda 12.8 vs 13.0 |" in md
+    # peak memory with its sd over the runs (all 31026 MiB here: sd 0)
+    assert "| 31026 ± 0 |" in md
 
 
 def test_scenario_tables_in_summary_md(gpt_scenario_run):
