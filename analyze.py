@@ -49,6 +49,7 @@ import numpy as np
 import matplotlib
 matplotlib.use("Agg")  # files only, never a window: this runs on servers and in CI
 import matplotlib.lines
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 
@@ -1303,6 +1304,56 @@ def equal_loss(runs, base_runs, rng, resamples):
     return out
 
 
+def t_quantile(q, df):
+    """The q-quantile of Student's t with df degrees of freedom (df may be fractional), by
+    bisection on t_below_p (no scipy): t_quantile(0.975, 9) = 2.262."""
+    lo, hi = -1e4, 1e4  # t_0.9999 at df 1 is 3183: well inside
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_below_p(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def increasing(x, y):
+    """(x, y) with x strictly increasing, keeping the last of equal x values: train_time stays 0
+    over the untimed first 10 steps, and np.interp needs increasing x."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.r_[np.diff(x) > 0, True]
+    return x[keep], y[keep]
+
+
+def loss_difference(runs, base_runs, axis):
+    """A group's validation loss minus its baseline's, at equal step or at equal training time
+    (axis 'step' or 'time'): every run of both sides interpolated onto one grid (every validation
+    step of both, or the group's mean training times at its validation steps, up to where the
+    shortest run ends), then averaged. Returns the grid (x: steps or seconds), the difference of
+    the means, its 95% interval (Welch t at each point, from the seeds; nan unless both sides have
+    two runs), and each run of both sides minus the baseline's mean."""
+    if axis == "step":
+        xy = lambda r: (r["val_step"], r["val_loss"])
+        end = min(r["val_step"][-1] for r in runs + base_runs)
+        grid = np.unique(np.concatenate([r["val_step"] for r in runs + base_runs])).astype(float)
+    else:
+        xy = lambda r: (r["val_time_ms"] / 1000, r["val_loss"])
+        end = min(r["val_time_ms"][-1] for r in runs + base_runs) / 1000
+        grid = np.unique(np.r_[group_curves(runs)["time_ms"].mean(axis=0) / 1000, end])
+    grid = grid[grid <= end]
+    at = lambda rs: np.array([np.interp(grid, *increasing(*xy(r))) for r in rs])
+    g, b = at(runs), at(base_runs)
+    diff = g.mean(axis=0) - b.mean(axis=0)
+    half = np.full(len(grid), math.nan)
+    if len(runs) > 1 and len(base_runs) > 1:
+        vg, vb = g.var(axis=0, ddof=1) / len(runs), b.var(axis=0, ddof=1) / len(base_runs)
+        for j in range(len(grid)):
+            if vg[j] + vb[j] > 0:
+                df = (vg[j] + vb[j]) ** 2 / (vg[j] ** 2 / (len(runs) - 1) + vb[j] ** 2 / (len(base_runs) - 1))
+                half[j] = t_quantile(0.975, df) * math.sqrt(vg[j] + vb[j])
+            else:  # every run of both sides at the same loss here (step 0): no spread
+                half[j] = 0.0
+    return dict(x=grid, diff=diff, lo=diff - half, hi=diff + half, runs=g - b.mean(axis=0),
+                base_runs=b - b.mean(axis=0))
+
+
 def record_rule(losses, target, alpha):
     """The speedrun's rule for a loss claim: mean final validation loss below the target by a
     one-sided one-sample t-test at p < alpha; and the runs needed at the observed mean and sd."""
@@ -1504,7 +1555,8 @@ def plot_gpt(res, args, out):
     files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out),
              plot_step_time(res["rows"], colors, out)]
     order = plot_run_order(res, colors, out)
-    return files + ([order] if order else [])
+    difference = plot_val_loss_difference(res, colors, out)
+    return files + [f for f in (order, difference) if f]
 
 
 def plot_val_loss(groups, colors, args, out):
@@ -1691,6 +1743,60 @@ def plot_run_order(res, colors, out):
                  "share evenly", fontsize=11)
     fig.tight_layout()
     return save(fig, out / "gpt_run_order.png")
+
+
+def plot_val_loss_difference(res, colors, out):
+    """Each compared group's validation loss minus its relu2 baseline's, at equal step and at equal
+    training time, over the second half of the runs: the seed-to-seed spread (sd about 0.0013-0.002
+    at the end) and differences of a few thousandths are invisible on gpt_val_loss.png, whose axis
+    spans the whole descent; here they fill the axis."""
+    by_label = {g["label"]: g for g in res["groups"]}
+    finished = lambda label: [r for r in by_label[label]["runs"] if r["finished"]]
+    rows = [r for r in res["rows"] if r["baseline"] and finished(r["label"]) and finished(r["baseline"])]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.9 * len(rows) + 0.6), squeeze=False)
+    for (ax_step, ax_time), row in zip(axes, rows):
+        label, base = row["label"], row["baseline"]
+        runs, base_runs = finished(label), finished(base)
+        for ax, axis, xlabel in ((ax_step, "step", "step"),
+                                 (ax_time, "time", "training time (s, validation excluded)")):
+            d = loss_difference(runs, base_runs, axis)
+            window = d["x"] >= d["x"][-1] / 2
+            for y in d["base_runs"]:
+                ax.plot(d["x"], y, color=colors[base], lw=0.7, alpha=0.35)
+            for y in d["runs"]:
+                ax.plot(d["x"], y, color=colors[label], lw=0.7, alpha=0.35)
+            ax.fill_between(d["x"], d["lo"], d["hi"], color=colors[label], alpha=0.25, lw=0)
+            ax.plot(d["x"], d["diff"], color=colors[label], lw=2)
+            ax.axhline(0, color="black", lw=0.8)
+            shown = np.concatenate([d["diff"][window], d["lo"][window], d["hi"][window], d["runs"][:, window].ravel(),
+                                    d["base_runs"][:, window].ravel(), [0.0]])
+            shown = shown[np.isfinite(shown)]
+            pad = max(0.06 * (shown.max() - shown.min()), 1e-4)
+            ax.set_xlim(d["x"][-1] / 2, d["x"][-1] * 1.01)
+            ax.set_ylim(shown.min() - pad, shown.max() + pad)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"Δ validation loss\n(< 0: {label} lower)")
+            ax.grid(alpha=0.3)
+            end = d["diff"][-1], d["lo"][-1], d["hi"][-1]
+            ax.set_title(f"{label} − {base} at equal {axis}: {end[0]:+.4f}"
+                         + (f" [{end[1]:+.4f}, {end[2]:+.4f}]" if not math.isnan(end[1]) else " (no interval: one run)")
+                         + f" at the end; n = {len(runs)} and {len(base_runs)}", fontsize=9)
+        interval = len(runs) > 1 and len(base_runs) > 1
+        handles = [matplotlib.lines.Line2D([], [], color=colors[label], lw=2, label="difference of the means")] + (
+                  [matplotlib.patches.Patch(color=colors[label], alpha=0.25, label="95% interval (Welch t, seeds)")]
+                  if interval else []) + [
+                   matplotlib.lines.Line2D([], [], color=colors[label], lw=0.7, alpha=0.6,
+                                           label=f"each {label} run - {base} mean"),
+                   matplotlib.lines.Line2D([], [], color=colors[base], lw=0.7, alpha=0.6,
+                                           label=f"each {base} run - {base} mean")]
+        ax_step.legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle("Validation loss minus the relu2 baseline's, second half of the runs: every run interpolated onto a "
+                 "common grid of steps (left)\nor training time (right), then averaged; band: 95% interval of the "
+                 "difference of the means (Welch t at each point, from the seeds)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, out / "gpt_val_loss_difference.png")
 
 
 def save(fig, path):

@@ -449,7 +449,7 @@ def test_every_figure_and_summary_written(synthetic_run):
     out, summary = synthetic_run
     names = ["mnist_k2.png", "mnist_k4.png", "mnist_k8.png", "mnist_expected_best.png",
              "mnist_p_geglu_better.png", "mnist_param_match.png", "gpt_val_loss.png",
-             "gpt_train_loss.png", "gpt_step_time.png", "summary.md", "summary.json"]
+             "gpt_train_loss.png", "gpt_step_time.png", "gpt_val_loss_difference.png", "summary.md", "summary.json"]
     for name in names:
         assert (out / name).stat().st_size > 1000, name
         if name.endswith(".png"):
@@ -1112,6 +1112,49 @@ def test_one_sided_t_test_and_runs_needed_against_a_t_table():
     assert rule["verdict"] == "not yet" and rule["runs_needed"] == 16 and rule["more_runs_needed"] == 13
     assert analyze.record_rule([3.2795, 3.2805], 3.28, 0.01)["verdict"] == "fails: mean not below 3.28"
     assert analyze.record_rule([3.27, 3.27], 3.28, 0.01)["verdict"] == "passes"  # no spread: t = -inf
+
+
+def test_t_quantile_against_a_t_table():
+    q = analyze.t_quantile
+    assert q(0.975, 9) == pytest.approx(2.262, abs=5e-4) and q(0.975, 1) == pytest.approx(12.706, abs=5e-4)
+    assert q(0.995, 4) == pytest.approx(4.604, abs=5e-4) and q(0.975, 1e7) == pytest.approx(1.960, abs=5e-4)
+    assert q(0.025, 9) == pytest.approx(-2.262, abs=5e-4) and q(0.5, 3.3) == pytest.approx(0.0, abs=1e-6)
+
+
+def curve_run(step_ms, offset, steps=1000, val_every=100):
+    """A finished run whose validation loss falls linearly with the step, 5 - 0.002 step, plus
+    offset; train_time leaves out the first 10 steps."""
+    step = np.arange(0, steps + 1, val_every)
+    return dict(val_step=step, val_loss=5 - 0.002 * step + offset, val_time_ms=np.maximum(step - 10, 0) * step_ms,
+                val_tokens=step * 524288.0)
+
+
+def test_loss_difference_at_equal_step_and_time_by_hand():
+    """Two group runs at 95 ms/step, 0.004 above three baseline runs at 100 ms/step (seed offsets
+    +-0.001). At equal step the difference is 0.004 everywhere, with the Welch interval of
+    {0.003, 0.005} against {-0.001, 0, 0.001}; at equal time T (s) the faster group is
+    (T / 0.095 - T / 0.1) steps ahead, 0.002 loss each: 0.004 - 0.002 T (1/0.095 - 1/0.1)."""
+    runs = [curve_run(95.0, 0.004 + d) for d in (-0.001, 0.001)]
+    base = [curve_run(100.0, d) for d in (-0.001, 0.0, 0.001)]
+    d = analyze.loss_difference(runs, base, "step")
+    np.testing.assert_array_equal(d["x"], np.arange(0, 1001, 100))
+    np.testing.assert_allclose(d["diff"], 0.004, atol=1e-12)
+    vg, vb = 2e-6 / 2, 1e-6 / 3  # sample variances over n
+    df = (vg + vb) ** 2 / (vg ** 2 / 1 + vb ** 2 / 2)  # 1.684
+    half = d["hi"] - d["diff"]
+    np.testing.assert_allclose(half, half[0], rtol=1e-9)
+    assert analyze.t_below_p(half[0] / math.sqrt(vg + vb), df) == pytest.approx(0.975, abs=1e-9)
+    assert 4.303 * math.sqrt(vg + vb) < half[0] < 12.706 * math.sqrt(vg + vb)  # between df 2 and df 1
+    np.testing.assert_allclose(d["runs"], [[0.003] * 11, [0.005] * 11], atol=1e-12)
+    np.testing.assert_allclose(d["base_runs"][0], -0.001, atol=1e-12)
+    t = analyze.loss_difference(runs, base, "time")
+    assert t["x"][-1] == pytest.approx(990 * 0.095)  # the grid ends where the shortest run does
+    late = t["x"] >= 9.0  # from the baseline's first timed validation on, every curve is linear in time
+    expected = 0.004 - 0.002 * t["x"] * (1 / 0.095 - 1 / 0.1)
+    np.testing.assert_allclose(t["diff"][late], expected[late], atol=1e-9)
+    assert t["diff"][-1] == pytest.approx(0.004 - 0.002 * 94.05 * (1 / 0.095 - 1 / 0.1))
+    one = analyze.loss_difference(runs[:1], base, "step")  # one run: the difference, no interval
+    assert np.all(np.isnan(one["lo"])) and one["diff"][-1] == pytest.approx(0.003)
 
 
 def test_runs_test_matches_enumeration():
