@@ -49,6 +49,7 @@ import numpy as np
 import matplotlib
 matplotlib.use("Agg")  # files only, never a window: this runs on servers and in CI
 import matplotlib.lines
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 
@@ -136,8 +137,15 @@ def parse_step(head, f):
 
 
 def parse_resume(f):
-    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), checkpoint=f.get("checkpoint"),
-                **{key: f.get(key) for key in ("world_size", "gpu", "torch", "device_batch_size", "compile")})
+    facts = {key: f.get(key) for key in ("world_size", "gpu", "torch", "device_batch_size", "compile")}
+    facts["gpu"] = gpu_name(facts["gpu"])
+    return dict(from_step=integer(f["from_step"]), resumed=f.get("resumed"), checkpoint=f.get("checkpoint"), **facts)
+
+
+def gpu_name(value):
+    """train_gpt.py writes a value's spaces as %20 (values hold no spaces); the tables show the
+    GPU's own name, 'NVIDIA H100 80GB HBM3', not 'NVIDIA%20H100%2080GB%20HBM3'."""
+    return None if value is None else value.replace("%20", " ")
 
 
 def header_facts(header):
@@ -218,6 +226,8 @@ def parse_log(path):
         except (BadRecord, KeyError, IndexError):
             log["n_bad"] += 1
     log["steps"] = sorted(steps.values(), key=lambda s: s["step"])
+    if "gpu" in log["run"]:
+        log["run"]["gpu"] = gpu_name(log["run"]["gpu"])
     if log["kind"] is None:  # no run: line -- the original modded-nanogpt scripts
         if log["steps"]:
             log["kind"], log["original"] = "gpt", True
@@ -1227,30 +1237,41 @@ def software_differences(a, b):
 
 def interleaving(runs, base_runs):
     """How the runs of a group ('c') and of its baseline ('b') followed each other, by start time.
-    Interleaved (c b c b ...: drift of the machine hits both alike), mixed (no sign of blocks),
-    or not interleaved (one group ran first, or the runs come in blocks by an exact runs test)."""
+
+    What drift of the machine does to a step-time comparison depends on the gap: how many runs
+    later, on average, the group started than its baseline (mean position in the start order, c
+    minus b). A steady drift of d ms per run shifts the difference of the mean step_avg by exactly
+    gap x d. A B A B ... gives a gap of 1 (0 with one run more on one side), A B B A 0, one group
+    first the number of runs per group. So: interleaved when the order alternates as much as the
+    counts allow or the gap is at most 1 (no more exposed to drift than A B A B); otherwise not
+    interleaved: one group ran first, or the runs come in blocks (an exact runs test), or, where
+    neither shows, the gap itself is too large (bbbcccbbbccc: 3 runs; a runs test of 12 runs
+    cannot see blocks of three)."""
+    none = dict(order=None, runs=None, runs_test_p=None, position_gap=None, interleaved=None)
     if not runs or not base_runs:
-        return dict(verdict="n/a", order=None, runs=None, runs_test_p=None, interleaved=None)
+        return dict(none, verdict="n/a")
     starts = [(r["started"], "c") for r in runs] + [(r["started"], "b") for r in base_runs]
     if any(t is None for t, _ in starts):
-        return dict(verdict="unknown: a log has no start time", order=None, runs=None, runs_test_p=None,
-                    interleaved=None)
+        return dict(none, verdict="unknown: a log has no start time")
     if len({t for t, _ in starts}) < len(starts):
-        return dict(verdict="unknown: runs share a start time", order=None, runs=None, runs_test_p=None,
-                    interleaved=None)
+        return dict(none, verdict="unknown: runs share a start time")
     order = "".join(s for _, s in sorted(starts))
     n_runs = 1 + sum(x != y for x, y in zip(order, order[1:]))
     most = 2 * min(len(runs), len(base_runs)) + (len(runs) != len(base_runs))
+    mean_position = lambda s: float(np.mean([i for i, x in enumerate(order, 1) if x == s]))
+    gap = mean_position("c") - mean_position("b")
     p = runs_test_p(order)
-    if n_runs == most:
+    if n_runs == most or abs(gap) <= 1 + 1e-9:
         verdict = "interleaved"
     elif n_runs == 2:
         verdict = "not interleaved: one group ran first"
     elif p < 0.05:
         verdict = f"not interleaved: the runs come in blocks (runs test p={p:.2g})"
     else:
-        verdict = "mixed (no sign of blocks)"
-    return dict(verdict=verdict, order=order, runs=n_runs, runs_test_p=p, interleaved=not verdict.startswith("not"))
+        verdict = (f"not interleaved: this group started {abs(gap):.1f} runs {'after' if gap > 0 else 'before'} "
+                   f"its baseline on average")
+    return dict(verdict=verdict, order=order, runs=n_runs, runs_test_p=p, position_gap=gap,
+                interleaved=verdict == "interleaved")
 
 
 def group_curves(runs):
@@ -1289,7 +1310,8 @@ def equal_loss(runs, base_runs, rng, resamples):
     Each side's mean validation curve (over its finished runs, on a common step grid) is followed
     until it first comes down to L, the final mean loss of the worse side (the lowest loss both
     reach); the steps and the mean training time there are compared. Negative: the group gets
-    there first. The 95% interval resamples each side's runs (seeds) with replacement."""
+    there first. The 95% interval resamples each side's runs (seeds) with replacement, when
+    each side has two runs or more."""
     if not runs or not base_runs:
         return None
     cg, cb = group_curves(runs), group_curves(base_runs)
@@ -1309,7 +1331,9 @@ def equal_loss(runs, base_runs, rng, resamples):
                delta_steps=float(sg[0] - sb[0]), time_ms=float(tg[0]), baseline_time_ms=float(tb[0]),
                delta_time_ms=float(tg[0] - tb[0]), delta_steps_ci95=[math.nan, math.nan],
                delta_time_ms_ci95=[math.nan, math.nan], resamples=0)
-    if max(len(runs), len(base_runs)) > 1:  # with one run a side there is no seed spread to show
+    # A single run's seed-to-seed spread is unknown: resampling the other side alone would give an
+    # interval that takes the one run's curve as exact, so there is none unless both have two runs.
+    if min(len(runs), len(base_runs)) > 1:
         _, ((sg, tg), (sb, tb)) = estimate(rng.integers(0, len(runs), (resamples, len(runs))),
                                            rng.integers(0, len(base_runs), (resamples, len(base_runs))))
         for key, d in (("delta_steps_ci95", sg - sb), ("delta_time_ms_ci95", tg - tb)):
@@ -1318,6 +1342,56 @@ def equal_loss(runs, base_runs, rng, resamples):
                 out[key] = [float(v) for v in np.percentile(d, [2.5, 97.5])]
         out["resamples"] = resamples
     return out
+
+
+def t_quantile(q, df):
+    """The q-quantile of Student's t with df degrees of freedom (df may be fractional), by
+    bisection on t_below_p (no scipy): t_quantile(0.975, 9) = 2.262."""
+    lo, hi = -1e4, 1e4  # t_0.9999 at df 1 is 3183: well inside
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_below_p(mid, df) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def increasing(x, y):
+    """(x, y) with x strictly increasing, keeping the last of equal x values: train_time stays 0
+    over the untimed first 10 steps, and np.interp needs increasing x."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.r_[np.diff(x) > 0, True]
+    return x[keep], y[keep]
+
+
+def loss_difference(runs, base_runs, axis):
+    """A group's validation loss minus its baseline's, at equal step or at equal training time
+    (axis 'step' or 'time'): every run of both sides interpolated onto one grid (every validation
+    step of both, or the group's mean training times at its validation steps, up to where the
+    shortest run ends), then averaged. Returns the grid (x: steps or seconds), the difference of
+    the means, its 95% interval (Welch t at each point, from the seeds; nan unless both sides have
+    two runs), and each run of both sides minus the baseline's mean."""
+    if axis == "step":
+        xy = lambda r: (r["val_step"], r["val_loss"])
+        end = min(r["val_step"][-1] for r in runs + base_runs)
+        grid = np.unique(np.concatenate([r["val_step"] for r in runs + base_runs])).astype(float)
+    else:
+        xy = lambda r: (r["val_time_ms"] / 1000, r["val_loss"])
+        end = min(r["val_time_ms"][-1] for r in runs + base_runs) / 1000
+        grid = np.unique(np.r_[group_curves(runs)["time_ms"].mean(axis=0) / 1000, end])
+    grid = grid[grid <= end]
+    at = lambda rs: np.array([np.interp(grid, *increasing(*xy(r))) for r in rs])
+    g, b = at(runs), at(base_runs)
+    diff = g.mean(axis=0) - b.mean(axis=0)
+    half = np.full(len(grid), math.nan)
+    if len(runs) > 1 and len(base_runs) > 1:
+        vg, vb = g.var(axis=0, ddof=1) / len(runs), b.var(axis=0, ddof=1) / len(base_runs)
+        for j in range(len(grid)):
+            if vg[j] + vb[j] > 0:
+                df = (vg[j] + vb[j]) ** 2 / (vg[j] ** 2 / (len(runs) - 1) + vb[j] ** 2 / (len(base_runs) - 1))
+                half[j] = t_quantile(0.975, df) * math.sqrt(vg[j] + vb[j])
+            else:  # every run of both sides at the same loss here (step 0): no spread
+                half[j] = 0.0
+    return dict(x=grid, diff=diff, lo=diff - half, hi=diff + half, runs=g - b.mean(axis=0),
+                base_runs=b - b.mean(axis=0))
 
 
 def record_rule(losses, target, alpha):
@@ -1456,7 +1530,9 @@ def group_row(g, groups, args, warnings, rng):
         if row["interleaving"]["interleaved"] is False:
             text = (f"{g['label']} vs {base['label']}: {row['interleaving']['verdict']} (start order "
                     f"{row['interleaving']['order']}, c = {g['label']}, b = {base['label']}): drift of the "
-                    f"machine can pass for a speed difference; see gpt_run_order.png")
+                    f"machine can pass for a speed difference (a steady drift of d ms per run adds "
+                    f"{row['interleaving']['position_gap']:+.1f} x d to the step_avg difference); "
+                    f"see gpt_run_order.png")
             warnings.append(text)
             notes.append(text)
         row["equal_loss"] = equal_loss(runs, base_runs, rng, args.resamples)
@@ -1519,7 +1595,8 @@ def plot_gpt(res, args, out):
     files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out),
              plot_step_time(res["rows"], colors, out)]
     order = plot_run_order(res, colors, out)
-    return files + ([order] if order else [])
+    difference = plot_val_loss_difference(res, colors, out)
+    return files + [f for f in (order, difference) if f]
 
 
 def plot_val_loss(groups, colors, args, out):
@@ -1733,6 +1810,60 @@ def plot_run_order(res, colors, out):
     return save(fig, out / "gpt_run_order.png")
 
 
+def plot_val_loss_difference(res, colors, out):
+    """Each compared group's validation loss minus its relu2 baseline's, at equal step and at equal
+    training time, over the second half of the runs: the seed-to-seed spread (sd about 0.0013-0.002
+    at the end) and differences of a few thousandths are invisible on gpt_val_loss.png, whose axis
+    spans the whole descent; here they fill the axis."""
+    by_label = {g["label"]: g for g in res["groups"]}
+    finished = lambda label: [r for r in by_label[label]["runs"] if r["finished"]]
+    rows = [r for r in res["rows"] if r["baseline"] and finished(r["label"]) and finished(r["baseline"])]
+    if not rows:
+        return None
+    fig, axes = plt.subplots(len(rows), 2, figsize=(12, 3.9 * len(rows) + 0.6), squeeze=False)
+    for (ax_step, ax_time), row in zip(axes, rows):
+        label, base = row["label"], row["baseline"]
+        runs, base_runs = finished(label), finished(base)
+        for ax, axis, xlabel in ((ax_step, "step", "step"),
+                                 (ax_time, "time", "training time (s, validation excluded)")):
+            d = loss_difference(runs, base_runs, axis)
+            window = d["x"] >= d["x"][-1] / 2
+            for y in d["base_runs"]:
+                ax.plot(d["x"], y, color=colors[base], lw=0.7, alpha=0.35)
+            for y in d["runs"]:
+                ax.plot(d["x"], y, color=colors[label], lw=0.7, alpha=0.35)
+            ax.fill_between(d["x"], d["lo"], d["hi"], color=colors[label], alpha=0.25, lw=0)
+            ax.plot(d["x"], d["diff"], color=colors[label], lw=2)
+            ax.axhline(0, color="black", lw=0.8)
+            shown = np.concatenate([d["diff"][window], d["lo"][window], d["hi"][window], d["runs"][:, window].ravel(),
+                                    d["base_runs"][:, window].ravel(), [0.0]])
+            shown = shown[np.isfinite(shown)]
+            pad = max(0.06 * (shown.max() - shown.min()), 1e-4)
+            ax.set_xlim(d["x"][-1] / 2, d["x"][-1] * 1.01)
+            ax.set_ylim(shown.min() - pad, shown.max() + pad)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(f"Δ validation loss\n(< 0: {label} lower)")
+            ax.grid(alpha=0.3)
+            end = d["diff"][-1], d["lo"][-1], d["hi"][-1]
+            ax.set_title(f"{label} − {base} at equal {axis}: {end[0]:+.4f}"
+                         + (f" [{end[1]:+.4f}, {end[2]:+.4f}]" if not math.isnan(end[1]) else " (no interval: one run)")
+                         + f" at the end; n = {len(runs)} and {len(base_runs)}", fontsize=9)
+        interval = len(runs) > 1 and len(base_runs) > 1
+        handles = [matplotlib.lines.Line2D([], [], color=colors[label], lw=2, label="difference of the means")] + (
+                  [matplotlib.patches.Patch(color=colors[label], alpha=0.25, label="95% interval (Welch t, seeds)")]
+                  if interval else []) + [
+                   matplotlib.lines.Line2D([], [], color=colors[label], lw=0.7, alpha=0.6,
+                                           label=f"each {label} run - {base} mean"),
+                   matplotlib.lines.Line2D([], [], color=colors[base], lw=0.7, alpha=0.6,
+                                           label=f"each {base} run - {base} mean")]
+        ax_step.legend(handles=handles, fontsize=7, loc="best")
+    fig.suptitle("Validation loss minus the relu2 baseline's, second half of the runs: every run interpolated onto a "
+                 "common grid of steps (left)\nor training time (right), then averaged; band: 95% interval of the "
+                 "difference of the means (Welch t at each point, from the seeds)", fontsize=10)
+    fig.tight_layout()
+    return save(fig, out / "gpt_val_loss_difference.png")
+
+
 def save(fig, path):
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -1835,7 +1966,8 @@ def gpt_markdown(res, args):
                    "unknown" if r["gpu"] == "?" else ("CPU" if r["gpu"] == "none" else r["gpu"]) + f" x {r['world_size']}",
                    f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {fmt(r['step_avg_ms_sd'], '.2f')}",
                    f"{fmt(r['final_val_loss_mean'])} ± {fmt(r['final_val_loss_sd'])}",
-                   fmt(r["peak_memory_mib"], ".0f") + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
+                   fmt(r["peak_memory_mib"], ".0f") + (f" ± {fmt(r['peak_memory_mib_sd'], '.0f')}" if r["runs"] > 1 else "")
+                   + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
                    fmt(r["tokens"], ",.0f"),
                    f"{fmt(r['time_to_target_ms'] / 1000, '.1f', 'not reached' if r['runs'] else 'n/a')}"
                    + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
@@ -1855,8 +1987,8 @@ def gpt_markdown(res, args):
                 "like), and the order the runs were started in (c: this group, b: the baseline):", "",
                 noted_table(["group", "baseline", "Δ step_avg", "p", "Δ final loss", "p (loss)", "Δ memory",
                              "same GPU and software", "run order"],
-                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g", ""),
-                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g", ""),
+                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g"),
+                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g"),
                               pct(r["peak_memory_change_pct"]),
                               "yes" if r["same_machine"] else "no: " + "; ".join(r["machine_differences"]),
                               r["interleaving"]["verdict"] + (f" ({r['interleaving']['order']})"
@@ -1867,7 +1999,7 @@ def gpt_markdown(res, args):
             out += ["", "At equal loss: where each side's mean validation curve first comes down to L, the "
                     "final mean loss of the worse side (so both reach it), the steps and the training time "
                     "there; Δ < 0: the group gets there first. 95% intervals from resampling each side's runs "
-                    f"({args.resamples} times; none with one run a side):", "",
+                    f"({args.resamples} times; none unless each side has two runs or more):", "",
                     markdown_table(["group", "baseline", "loss L", "steps", "baseline steps", "Δ steps [95%]",
                                     "time", "baseline time", "Δ time [95%]"],
                                    [[r["label"], r["baseline"], fmt(e["loss"]), fmt(e["steps"], ".0f"),

@@ -449,7 +449,7 @@ def test_every_figure_and_summary_written(synthetic_run):
     out, summary = synthetic_run
     names = ["mnist_k2.png", "mnist_k4.png", "mnist_k8.png", "mnist_expected_best.png",
              "mnist_p_geglu_better.png", "mnist_param_match.png", "gpt_val_loss.png",
-             "gpt_train_loss.png", "gpt_step_time.png", "summary.md", "summary.json"]
+             "gpt_train_loss.png", "gpt_step_time.png", "gpt_val_loss_difference.png", "summary.md", "summary.json"]
     for name in names:
         assert (out / name).stat().st_size > 1000, name
         if name.endswith(".png"):
@@ -520,7 +520,7 @@ def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch)
 
 def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started="2026-01-01T00:00:00Z",
             gpu="H100", torch="2.11.0", world_size=8, steps=1000, val_every=100, n_layer=12, peak=31026,
-            kill_at=None, status="ok", resume=None, source=FAKE_SOURCE, cpu=False):
+            kill_at=None, status="ok", resume=None, source=FAKE_SOURCE, cpu=False, cuda=None):
     """One train_gpt.py log. Validation loss final_loss + 8 (exp(-s/tau) - exp(-steps/tau)),
     tau = steps / 6.67; train_time leaves out the first 10 steps. kill_at: the log ends after that
     step (no peak_memory, no done); status: of the done: record, written at kill_at when given.
@@ -565,7 +565,8 @@ def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started=
                        f"final_val_loss:{loss(last):.4f} status:{status}")
     run_line = (f"run:gpt id:{seed:08x} started:{started} torch:{torch} device:cuda world_size:{world_size} "
                 f"gpu:{gpu} host:node1")
-    return write_log(path, run_line, records, source=list(source) + ["python: 3.11.7", f"torch: {torch}"])
+    env = ["python: 3.11.7", f"torch: {torch}"] + ([f"cuda: {cuda} available:True"] if cuda else [])
+    return write_log(path, run_line, records, source=list(source) + env)
 
 
 def hours(i):
@@ -680,6 +681,32 @@ def test_scenario_too_few_runs(gpt_scenario_run):
     assert swiglu["interleaving"]["verdict"] == "interleaved"  # b c: as interleaved as one run a side can be
 
 
+def test_too_few_runs_three_against_one(tmp_path):
+    """Three relu2 runs (3.279 +- 0.0015) against one swiglu_thin run: the record rule can be
+    tested on relu2 but not passed yet; nothing that needs a spread on both sides is given."""
+    for i, loss in enumerate([3.2775, 3.2790, 3.2805]):
+        gpt_log(tmp_path / f"relu2-{i}.txt", "relu2", i, loss, 100.0 + i, hours(2 * i))
+    gpt_log(tmp_path / "swiglu-0.txt", "swiglu_thin", 0, 3.2830, 95.0, hours(1))
+    assert analyze.main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-figures", "--resamples", "200"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = {g["label"]: g for g in summary["gpt"]}
+    rule = rows["relu2"]["record_rule"]
+    # t = -0.001 / (0.0015 / sqrt 3) = -1.1547 at df 2, where P(T <= t) = (1 + t / sqrt(2 + t^2)) / 2
+    assert rule["t"] == pytest.approx(-1 / math.sqrt(0.75), rel=1e-3)
+    assert rule["p_value"] == pytest.approx((1 + rule["t"] / math.sqrt(2 + rule["t"] ** 2)) / 2, rel=1e-9)
+    assert rule["verdict"] == "not yet"
+    # n = 15: t = 2.582 < 2.624 (df 14, one-sided 1%); n = 16: t = 2.667 > 2.602 (df 15)
+    assert (rule["runs_needed"], rule["more_runs_needed"]) == (16, 13)
+    swiglu = rows["swiglu_thin"]
+    assert swiglu["record_rule"]["verdict"] == "not testable (1 run)"
+    assert swiglu["step_avg_p_value"] is None and swiglu["final_val_loss_p_value"] is None
+    e = swiglu["equal_loss"]  # a point estimate, but no interval: one run says nothing of its seed spread
+    assert e["delta_steps"] > 0 and e["delta_steps_ci95"] == [None, None] and e["delta_time_ms_ci95"] == [None, None]
+    md = (tmp_path / "out" / "summary.md").read_text()
+    line = next(l for l in md.splitlines() if l.startswith("| swiglu_thin | relu2 | -"))
+    assert line.split(" | ")[3] == "n/a" and line.split(" | ")[5] == "n/a"  # the Welch p cells say so
+
+
 def test_scenario_not_interleaved(gpt_scenario_run):
     out, summary, groups = gpt_scenario_run
     swiglu, relu = scenario(groups, summary, "l9")
@@ -701,6 +728,29 @@ def test_scenario_two_gpus(gpt_scenario_run):
     for label, g in groups.items():  # the machine check flags only this setting
         if g["baseline"] and g is not swiglu:
             assert g["same_machine"] is True
+
+
+def test_same_gpu_other_software_is_not_like_for_like(tmp_path):
+    """One GPU model (named as train_gpt.py writes it, spaces as %20), the two MLPs on other torch
+    and CUDA versions: the comparison says which, and the GPU reads as the GPU names itself."""
+    gpu = "NVIDIA%20H100%2080GB%20HBM3"
+    for i in range(3):
+        gpt_log(tmp_path / f"relu2-{i}.txt", "relu2", i, 3.2780 + 0.001 * i, 100.0 + 0.2 * i, hours(2 * i), gpu=gpu,
+                torch="2.11.0+cu130", cuda="13.0")
+        gpt_log(tmp_path / f"swiglu-{i}.txt", "swiglu_thin", i, 3.2830 + 0.001 * i, 95.0 + 0.2 * i, hours(2 * i + 1),
+                gpu=gpu, torch="2.12.0+cu128", cuda="12.8")
+    assert analyze.main([str(tmp_path), "--out", str(tmp_path / "out"), "--no-figures", "--resamples", "200"]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    swiglu = next(g for g in summary["gpt"] if g["mlp"] == "swiglu_thin")
+    assert swiglu["gpu"] == "NVIDIA H100 80GB HBM3" and swiglu["baseline_also_differs_in"] == []
+    assert swiglu["same_machine"] is False
+    assert swiglu["machine_differences"] == ["torch 2.12.0+cu128 vs 2.11.0+cu130", "cuda 12.8 vs 13.0"]
+    assert swiglu["interleaving"]["verdict"] == "interleaved"  # in order, yet not like for like
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert "| NVIDIA H100 80GB HBM3 x 8 |" in md and "%20" not in md.split("## GPT")[1].split("Runs, in")[0]
+    assert "| no: torch 2.12.0+cu128 vs 2.11.0+cu130; cuda 12.8 vs 13.0 |" in md
+    # peak memory with its sd over the runs (all 31026 MiB here: sd 0)
+    assert "| 31026 ± 0 |" in md
 
 
 def test_scenario_tables_in_summary_md(gpt_scenario_run):
@@ -1109,19 +1159,88 @@ def test_one_sided_t_test_and_runs_needed_against_a_t_table():
     assert analyze.record_rule([3.27, 3.27], 3.28, 0.01)["verdict"] == "passes"  # no spread: t = -inf
 
 
+def test_t_quantile_against_a_t_table():
+    q = analyze.t_quantile
+    assert q(0.975, 9) == pytest.approx(2.262, abs=5e-4) and q(0.975, 1) == pytest.approx(12.706, abs=5e-4)
+    assert q(0.995, 4) == pytest.approx(4.604, abs=5e-4) and q(0.975, 1e7) == pytest.approx(1.960, abs=5e-4)
+    assert q(0.025, 9) == pytest.approx(-2.262, abs=5e-4) and q(0.5, 3.3) == pytest.approx(0.0, abs=1e-6)
+
+
+def curve_run(step_ms, offset, steps=1000, val_every=100):
+    """A finished run whose validation loss falls linearly with the step, 5 - 0.002 step, plus
+    offset; train_time leaves out the first 10 steps."""
+    step = np.arange(0, steps + 1, val_every)
+    return dict(val_step=step, val_loss=5 - 0.002 * step + offset, val_time_ms=np.maximum(step - 10, 0) * step_ms,
+                val_tokens=step * 524288.0)
+
+
+def test_loss_difference_at_equal_step_and_time_by_hand():
+    """Two group runs at 95 ms/step, 0.004 above three baseline runs at 100 ms/step (seed offsets
+    +-0.001). At equal step the difference is 0.004 everywhere, with the Welch interval of
+    {0.003, 0.005} against {-0.001, 0, 0.001}; at equal time T (s) the faster group is
+    (T / 0.095 - T / 0.1) steps ahead, 0.002 loss each: 0.004 - 0.002 T (1/0.095 - 1/0.1)."""
+    runs = [curve_run(95.0, 0.004 + d) for d in (-0.001, 0.001)]
+    base = [curve_run(100.0, d) for d in (-0.001, 0.0, 0.001)]
+    d = analyze.loss_difference(runs, base, "step")
+    np.testing.assert_array_equal(d["x"], np.arange(0, 1001, 100))
+    np.testing.assert_allclose(d["diff"], 0.004, atol=1e-12)
+    vg, vb = 2e-6 / 2, 1e-6 / 3  # sample variances over n
+    df = (vg + vb) ** 2 / (vg ** 2 / 1 + vb ** 2 / 2)  # 1.684
+    half = d["hi"] - d["diff"]
+    np.testing.assert_allclose(half, half[0], rtol=1e-9)
+    assert analyze.t_below_p(half[0] / math.sqrt(vg + vb), df) == pytest.approx(0.975, abs=1e-9)
+    assert 4.303 * math.sqrt(vg + vb) < half[0] < 12.706 * math.sqrt(vg + vb)  # between df 2 and df 1
+    np.testing.assert_allclose(d["runs"], [[0.003] * 11, [0.005] * 11], atol=1e-12)
+    np.testing.assert_allclose(d["base_runs"][0], -0.001, atol=1e-12)
+    t = analyze.loss_difference(runs, base, "time")
+    assert t["x"][-1] == pytest.approx(990 * 0.095)  # the grid ends where the shortest run does
+    late = t["x"] >= 9.0  # from the baseline's first timed validation on, every curve is linear in time
+    expected = 0.004 - 0.002 * t["x"] * (1 / 0.095 - 1 / 0.1)
+    np.testing.assert_allclose(t["diff"][late], expected[late], atol=1e-9)
+    assert t["diff"][-1] == pytest.approx(0.004 - 0.002 * 94.05 * (1 / 0.095 - 1 / 0.1))
+    one = analyze.loss_difference(runs[:1], base, "step")  # one run: the difference, no interval
+    assert np.all(np.isnan(one["lo"])) and one["diff"][-1] == pytest.approx(0.003)
+
+
 def test_runs_test_matches_enumeration():
     for order in ("bbbccc", "bcbcbc", "bbcbcc", "bbbbcc", "bcccccb", "cbbbbbbbbc"):
         runs = lambda o: 1 + sum(x != y for x, y in zip(o, o[1:]))
         orders = set(itertools.permutations(order))
         expected = sum(runs(o) <= runs(order) for o in orders) / len(orders)
         assert analyze.runs_test_p(order) == pytest.approx(expected)
-    v = analyze.interleaving
+    assert analyze.runs_test_p("bbbcccbbbccc") == pytest.approx(62 / 924)  # 2 + 10 + 50 orders with <= 4 runs
+
+
+def order_verdict(order):
+    """interleaving() on runs started one hour apart in the given order of c and b."""
     run = lambda h: dict(started=analyze.parse_time(hours(h)))
-    assert v([run(1), run(3)], [run(0), run(2)])["verdict"] == "interleaved"
-    assert v([run(4), run(5), run(6)], [run(0), run(1), run(2)])["verdict"] == "not interleaved: one group ran first"
-    assert v([run(1), run(2), run(5), run(6), run(9), run(10)],
-             [run(0), run(3), run(4), run(7), run(8), run(11)])["verdict"] == "mixed (no sign of blocks)"
-    assert v([run(1)], [run(1)])["verdict"] == "unknown: runs share a start time"
+    return analyze.interleaving([run(i) for i, x in enumerate(order) if x == "c"],
+                                [run(i) for i, x in enumerate(order) if x == "b"])
+
+
+def test_interleaving_verdicts_and_the_drift_they_let_in():
+    # the position gap (mean start position of c minus b) is what a steady drift multiplies
+    for order, verdict, gap in [
+            ("bcbcbc", "interleaved", 1.0),                     # A B A B
+            ("bcbcb", "interleaved", 0.0),                      # one run more on one side
+            ("bccbbccbbccb", "interleaved", 0.0),               # A B B A: no linear drift at all
+            ("bcbcbbcbc", "interleaved", 0.9),                  # A B A B with one run missing
+            ("bbbccc", "not interleaved: one group ran first", 3.0),
+            # 7 + 7 runs, 4 blocks: (2 + 12 + 72) / C(14, 7) = 86 / 3432 orders have as few
+            ("bbbbbbcbcccccc", "not interleaved: the runs come in blocks (runs test p=0.025)", 76 / 7 - 29 / 7),
+            # blocks of three: the runs test of 12 runs cannot see them (p = 62/924 = 0.067), the gap does
+            ("bbbcccbbbccc", "not interleaved: this group started 3.0 runs after its baseline on average", 3.0),
+            ("cccbbbcccbbb", "not interleaved: this group started 3.0 runs before its baseline on average", -3.0)]:
+        v = order_verdict(order)
+        assert (v["verdict"], v["order"]) == (verdict, order)
+        assert v["position_gap"] == pytest.approx(gap, abs=0.05)
+        assert v["interleaved"] is (verdict == "interleaved")
+    # the gap is what drift does: step_avg = 100 + 0.5 ms x position, the same for both MLPs
+    order = "bbbcccbbbccc"
+    drift = lambda x: np.mean([100 + 0.5 * i for i, y in enumerate(order, 1) if y == x])
+    assert drift("c") - drift("b") == pytest.approx(0.5 * order_verdict(order)["position_gap"])
+    run = lambda h: dict(started=analyze.parse_time(hours(h)))
+    assert analyze.interleaving([run(1)], [run(1)])["verdict"] == "unknown: runs share a start time"
 
 
 def test_loss_ticks_label_the_final_losses():
