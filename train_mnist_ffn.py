@@ -11,29 +11,31 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST (logs/reference/mnist-cpu.txt), in 29 to 34 s in six runs on a quiet machine, and up
-to 51 s while the VM's shared host was busy. At lr 1e-3, h 16 the mean validation / test
+real MNIST, in 30 to 32 s (two runs). logs/reference/mnist-cpu.txt is a run of the previous
+trainer: this one writes 411 of its 512 trial lines to the last digit, the others differ by
+float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean validation / test
 accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
-bench/bench_mnist.py, one seed of the grid (64 trials): 3.2 to 3.5 s batched against 53 to 57 s
-for a plain per-trial loop, 15x to 18x in three runs (5.0 s, 11x, with --workers 1). A step of
-one seed's 32 batch-8 trials takes about 0.5 ms: two matmuls 0.13 ms, Adam over their 260k
-weights 0.15 ms, and about 30 small ops (the models, their autograd backward, the read-out, the
-loss), whose cost is mostly a fixed overhead per op.
+bench/bench_mnist.py, one seed of the grid (64 trials): 4.3 to 4.5 s batched against 52 to 54 s
+for a plain per-trial loop, 12x (6.1 s, 9x, with --workers 1). A step of one seed's 32
+batch-8 trials takes about 0.6 ms: the two matmuls 0.11 ms, Adam over their 260k weights 0.12 ms,
+the models' 8 calls and their autograd backward 0.17 ms, the read-out and the loss 0.08 ms, and
+a fixed overhead per op for the rest.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
 trains as one computation; the groups train at the same time, one thread each (--workers).
-Inside a group the trials sit side by side: the input matrices of every trial of every model
-(W_in, and W_gate for GeGLU) are the columns of one matrix W_x [784, Cx] per seed (stacked:
-[seeds, 784, Cx]), so one batched matmul computes every input projection; each model's hidden
-function gets its own columns; and a block-diagonal read-out matrix sums each trial's own
-hidden units into its own 10 logits. The loss is the sum of the trials' mean cross-entropies,
-so each trial's gradient is exactly its own. Autograd runs only through the models' hidden
-functions (the code one edits); the read-out and the loss are differentiated by hand. Adam is
-torch's fused Adam kernel at lr 1, scaled by each trial's learning rate (PerColumnLrAdam). Each
-trial therefore computes what it would compute alone, up to float rounding (a test checks it
-in float64 to 1e-9). A trial that diverges cannot change another: the zeros of the block-
-diagonal matrix would turn its inf into NaN for everyone (0 * inf), so every step checks the
-logits and takes a trial whose own logits are not finite out of the dense sums (train_group).
+Inside a group the trials sit in blocks, one per (model, hidden size): the input matrices of
+every trial (W_in, and W_gate for GeGLU) are the columns of one matrix W_x per seed (stacked:
+[seeds, 784, Cx]), so one batched matmul computes every projection x @ W; each block's model
+function gets its projections shaped [seeds, batch, learning rates, h], one trial's h units on
+the last axis, so whatever it does over the hidden units (a norm, a softmax) stays within each
+trial; and the read-out sums each trial's own hidden units into its own 10 logits (index_add).
+The loss is the sum of the trials' mean cross-entropies, so each trial's gradient is exactly
+its own, and a trial that diverges to inf/NaN cannot touch another: nothing ever adds one
+trial's numbers to another's. Autograd runs only through the model functions (the code one
+edits); the matmuls, the read-out and the loss are differentiated by hand. Adam is
+torch.optim.Adam(fused=True) at lr 1, scaled by each trial's learning rate (PerTrialLrAdam).
+Each trial therefore computes what it computes alone, up to float rounding (the tests check
+every entry of MODELS, in float64, against training it alone and against a plain loop).
 
 Rules that make every trial reproducible and the comparison paired:
 - split: the 60,000 training images are split 48,000 train / 12,000 validation by
@@ -66,6 +68,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -114,10 +117,12 @@ class Hparams:
     resume: str = flag("", "continue this log: add the trial lines missing from it")
     train_limit: int = flag(0, "train on only the first N of the 48,000 training images "
                                "(0 = all; for tests and quick looks)", minimum=0)
+    no_checksum: bool = flag(False, "accept --data-dir files in MNIST's format and sizes whose checksums "
+                                    "are not MNIST's (Fashion-MNIST, a synthetic set); logged as data:unverified")
 
 
 GRID_KEYS = ("models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "param_match",
-             "train_limit")  # what a --resume takes from the log's config: line
+             "train_limit", "no_checksum")  # what a --resume takes from the log's config: line
 SPLIT_SEED = 42       # the 48,000 / 12,000 train / validation split
 INIT_STD = 0.02       # every weight is N(0, 1) * 0.02
 ADAM_BETAS = (0.9, 0.999)
@@ -125,12 +130,19 @@ ADAM_EPS = 1e-8
 N_TRAIN, N_VAL = 48_000, 12_000
 
 
+class UsageError(Exception):
+    """A problem with the input (a flag, a file, the data): main prints it as one line
+    `error: ...` and exits with status 2, before anything is written where it can be."""
+
+
 # ------------------------------------------------------------------------------------------
 # The models. A trial is one FFN 784 -> h -> 10 without biases: logits = hidden(x) @ W_out.
 # Change the MLP here. A hidden layer is written as a function of its input projections,
-# xw[name] = x @ W_name for each 784 x h input matrix it names in MODELS: the trainer computes
-# the projections of every model and trial of a group in one matmul, and hands each model its
-# own columns. (For one trial alone: hidden = ffn_geglu({"w_in": x @ w_in, "w_gate": x @ w_gate}).)
+# xw[name] = x @ W_name for each 784 x h input matrix it names in MODELS (for one trial alone:
+# hidden = ffn_geglu({"w_in": x @ w_in, "w_gate": x @ w_gate})). The trainer computes the
+# projections of every trial of a group in one matmul and calls each function once per hidden
+# size: each tensor it gets and returns holds one trial's h units on its last axis (other trials
+# on leading axes), so a norm, softmax or reduction over the hidden units is per trial.
 
 def ffn_relu(xw):
     return torch.relu(xw["w_in"])
@@ -173,16 +185,6 @@ def data_orders(seed, n_train, epochs):
     return torch.stack([torch.randperm(n_train, generator=g) for _ in range(epochs)])
 
 
-def readout(hidden, w_out, column_trial, n_trials):
-    """Per-trial logits [U, B, 10, K] from hidden [U, B, C] and W_out [U, C, 10]: each trial sums
-    only its own units (index_add), so NaN/inf in one trial stays in that trial. The classes sit
-    before the trials (dim 2) because a softmax over a short last dim is ~10x slower on the CPU.
-    train_group computes the same sums as one dense matmul, and uses this for diverged trials."""
-    products = hidden.unsqueeze(2) * w_out.transpose(1, 2).unsqueeze(1)   # [U, B, 10, C]
-    logits = products.new_zeros(*products.shape[:-1], n_trials)
-    return logits.index_add_(-1, column_trial, products)
-
-
 # ------------------------------------------------------------------------------------------
 # Data: the four IDX files, downloaded from the first mirror that serves a good copy.
 
@@ -214,8 +216,8 @@ def parse_idx(raw):
     return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def check_mnist_bytes(name, compressed_or_raw, is_gz):
-    """Decompress (if .gz) and verify size and md5. Returns (raw bytes, None) or (None, problem)."""
+def check_mnist_bytes(name, compressed_or_raw, is_gz, verify=True):
+    """Decompress (if .gz) and check size and (if verify) md5. Returns (raw bytes, None) or (None, problem)."""
     size, md5 = MNIST_FILES[name]
     if is_gz:
         try:
@@ -230,9 +232,9 @@ def check_mnist_bytes(name, compressed_or_raw, is_gz):
         return None, f"truncated (expected {size} bytes after decompression, got {len(raw)})"
     if len(raw) > size:
         return None, f"corrupt (expected {size} bytes after decompression, got {len(raw)})"
-    digest = hashlib.md5(raw).hexdigest()
-    if digest != md5:
-        return None, f"checksum mismatch (md5 {digest}, expected {md5})"
+    digest = hashlib.md5(raw).hexdigest() if verify else None
+    if verify and digest != md5:
+        return None, f"checksum mismatch (md5 {digest}, expected {md5}; --no-checksum accepts other data in MNIST's format)"
     return raw, None
 
 
@@ -262,12 +264,12 @@ def download_mnist(folder):
             os.replace(tmp, folder / (name + ".gz"))
             break
         else:
-            raise SystemExit(f"error: could not download {name}.gz from any mirror "
+            raise UsageError(f"could not download {name}.gz from any mirror "
                              f"({'; '.join(problems)}); check the connection, or put the four "
                              f"MNIST files in a folder and pass --data-dir DIR")
 
 
-def load_mnist(folder, downloaded):
+def load_mnist(folder, downloaded, verify=True):
     """The four files of folder as numpy arrays, each verified; one clear line if one is bad."""
     fix = ("delete it and rerun python train_mnist_ffn.py to download again" if downloaded else
            "replace it with an intact copy, or run python train_mnist_ffn.py without --data-dir "
@@ -276,13 +278,15 @@ def load_mnist(folder, downloaded):
     for name in MNIST_FILES:
         path = folder / name if (folder / name).exists() else folder / (name + ".gz")
         if not path.exists():
-            raise SystemExit(f"error: {folder / name}(.gz) not found; put the four MNIST files "
+            raise UsageError(f"{folder / name}(.gz) not found; put the four MNIST files "
                              f"there, or run python train_mnist_ffn.py without --data-dir to "
                              f"download them")
-        raw, problem = check_mnist_bytes(name, path.read_bytes(), is_gz=path.suffix == ".gz")
+        raw, problem = check_mnist_bytes(name, path.read_bytes(), is_gz=path.suffix == ".gz", verify=verify)
         if problem:
-            raise SystemExit(f"error: {path}: {problem}; {fix}")
+            raise UsageError(f"{path}: {problem}; {fix}")
         arrays[name] = parse_idx(raw)
+        if "labels" in name and arrays[name].max() > 9:
+            raise UsageError(f"{path}: labels must be 0 to 9, found {arrays[name].max()}")
     return arrays
 
 
@@ -303,7 +307,17 @@ def mnist_tensors(arrays, device, train_limit=0):
 
 
 # ------------------------------------------------------------------------------------------
-# Batched training.
+# Batched training: the trials of one batch size train as one computation.
+#
+# Trials sit in blocks, one per (model, hidden size). The input matrices of every trial are
+# column ranges of one matrix W_x per seed (seeds stacked: [S, 784, Cx]), so one batched matmul
+# computes every projection x @ W of a step. A block of L learning rates hands its model function
+# each projection shaped [S, B, L, h]: a trial's own h units alone on the last axis, the other
+# trials (seeds, learning rates) on leading axes. So a model function computes for each trial
+# exactly what it computes for that trial alone, whatever it does across the hidden units. The
+# read-out sums only a trial's own units into its 10 logits, and the loss is the sum of the
+# trials' mean cross-entropies: each trial's gradient is its own, and a trial that diverges to
+# inf/NaN touches no other (nothing ever adds one trial's numbers to another's).
 
 @dataclass(frozen=True, order=True)
 class Trial:
@@ -316,71 +330,86 @@ class Trial:
 
 
 class Layout:
-    """Every trial of a group in two weight tensors, seeds stacked: W_x [U seeds, 784, Cx], the
-    input matrices of all trials side by side (model by model; within a model, matrix by matrix
-    in MODELS order; within a matrix, the trials' h columns one after another), and W_out
-    [U, Ch, 10], the trials' hidden units in the same model and trial order. Trial slot k is
-    slots[k] = (model, hidden, lr); column_trial[c] is the slot owning hidden unit c. Every seed
-    has every slot (a rectangle; for the study's grid, exactly its trials)."""
+    """Where every trial of a group lives: W_x [S, 784, Cx] (input matrices) and W_out [S, C, 10]
+    (read-outs), seeds on the first axis. A block (model, hidden, lrs) takes, for each input
+    matrix its model names, len(lrs) * hidden consecutive columns of W_x (lr by lr, hidden units
+    each), and as many consecutive rows of W_out. slots[k] = (model, hidden, lr) is trial k of
+    every seed; unit_trial[c] is the trial that owns hidden unit c (row c of W_out)."""
 
-    def __init__(self, slots, seeds, device, dtype=torch.float32):
-        self.slots, self.seeds = slots, seeds
-        self.models = sorted({model for model, _, _ in slots})
-        # model -> (its hidden units in W_out, {input name: its columns of W_x})
-        self.parts, h0, x0 = {}, 0, 0
-        for model in self.models:
-            width, names = sum(h for m, h, _ in slots if m == model), MODELS[model][1]
-            self.parts[model] = (slice(h0, h0 + width),
-                                 {name: slice(x0 + i * width, x0 + (i + 1) * width) for i, name in enumerate(names)})
-            h0, x0 = h0 + width, x0 + len(names) * width
-        sizes = torch.tensor([h for _, h, _ in slots])
-        self.columns = np.cumsum([0] + sizes.tolist())  # slot k owns hidden units columns[k]:columns[k+1]
-        self.column_trial = torch.repeat_interleave(torch.arange(len(slots)), sizes).to(device)
-        w_x = torch.zeros(len(seeds), 784, x0, dtype=dtype)
-        w_out = torch.zeros(len(seeds), h0, 10, dtype=dtype)
-        for u, seed in enumerate(seeds):
-            for model, h in sorted({(m, h) for m, h, _ in slots}):
-                init = init_weights(model, h, seed)
-                for k in (k for k, (m, hk, _) in enumerate(slots) if (m, hk) == (model, h)):
-                    for name, cols in self.trial_columns(k).items():
-                        (w_out[u, cols, :] if name == "w_out" else w_x[u, :, cols]).copy_(init[name])
+    def __init__(self, trials, device, dtype):
+        self.seeds = sorted({t.seed for t in trials})
+        self.blocks, self.slots, x0, c0 = [], [], 0, 0  # blocks: (model, hidden, lrs, {name: columns}, rows)
+        for model, hidden in sorted({(t.model, t.hidden) for t in trials}):
+            lrs = sorted({t.lr for t in trials if (t.model, t.hidden) == (model, hidden)}, reverse=True)
+            width, names = len(lrs) * hidden, MODELS[model][1]
+            columns = {name: slice(x0 + i * width, x0 + (i + 1) * width) for i, name in enumerate(names)}
+            self.blocks.append((model, hidden, lrs, columns, slice(c0, c0 + width)))
+            self.slots += [(model, hidden, lr) for lr in lrs]
+            x0, c0 = x0 + len(names) * width, c0 + width
+        self.widths = [c.stop - c.start for *_, columns, _ in self.blocks for c in columns.values()]
+        sizes = torch.tensor([hidden for _, hidden, _ in self.slots])
+        self.unit_trial = torch.repeat_interleave(torch.arange(len(self.slots)), sizes).to(device)
+        w_x = torch.zeros(len(self.seeds), 784, x0, dtype=dtype)
+        w_out = torch.zeros(len(self.seeds), c0, 10, dtype=dtype)
+        for u, seed in enumerate(self.seeds):  # every lr of a block starts from the same weights
+            for model, hidden, lrs, columns, rows in self.blocks:
+                init = init_weights(model, hidden, seed)
+                for name, cols in columns.items():
+                    w_x[u, :, cols] = init[name].repeat(1, len(lrs))
+                w_out[u, rows] = init["w_out"].repeat(len(lrs), 1)
         self.w_x, self.w_out = w_x.to(device), w_out.to(device)
-        # the learning rate of each column of W_x and row of W_out, shaped to broadcast over it
-        lr_out = torch.repeat_interleave(torch.tensor([lr for _, _, lr in slots], dtype=dtype), sizes)
-        lr_x = torch.cat([lr_out[self.parts[model][0]] for model in self.models for _ in MODELS[model][1]])
-        self.lrs = [lr_x.view(1, 1, -1).to(device), lr_out.view(1, -1, 1).to(device)]
+        # each trial's learning rate on each of its weights: per column of W_x, per row of W_out
+        lr_unit = torch.repeat_interleave(torch.tensor([lr for *_, lr in self.slots], dtype=dtype), sizes)
+        lr_x = torch.cat([lr_unit[rows] for *_, columns, rows in self.blocks for _ in columns])
+        self.lr_x, self.lr_out = lr_x.view(1, 1, -1).to(device), lr_unit.view(1, -1, 1).to(device)
 
-    def trial_columns(self, k):
-        """Slot k's columns: {input name: columns of W_x, "w_out": rows of W_out}."""
-        hidden, inputs = self.parts[self.slots[k][0]]
-        own = slice(self.columns[k] - hidden.start, self.columns[k + 1] - hidden.start)  # within the model
-        cols = {name: slice(x.start + own.start, x.start + own.stop) for name, x in inputs.items()}
-        return dict(cols, w_out=slice(self.columns[k], self.columns[k + 1]))
+    def hidden_units(self, xw):
+        """All hidden units h [S, B, C], in W_out's row order, from all projections xw [S, B, Cx]:
+        each block's model function applied to its own projections, each shaped [S, B, L, h]."""
+        S, B = xw.shape[:2]
+        projections = iter(xw.split(self.widths, -1))
+        return torch.cat([MODELS[model][0]({name: next(projections).view(S, B, len(lrs), hidden) for name in columns})
+                          .reshape(S, B, -1) for model, hidden, lrs, columns, _ in self.blocks], -1)
 
-    def hidden_layers(self, xw, track=False):
-        """Each model's hidden units, model by model ([U, B, its units]), from every projection
-        xw [U, B, Cx], and the inputs handed to the models. track=True makes those inputs
-        autograd leaves, so that the trainer can backpropagate through the models (and only them)."""
-        inputs = [{name: xw[..., cols].requires_grad_(track) for name, cols in self.parts[model][1].items()}
-                  for model in self.models]
-        hidden = [MODELS[model][0](xw_model) for model, xw_model in zip(self.models, inputs)]
-        return hidden, [leaf for xw_model in inputs for leaf in xw_model.values()]
+    def logits(self, h):
+        """Each trial's 10 logits [S, B, 10, K] from all hidden units h [S, B, C]: unit c adds
+        h[c] * W_out[c] to its own trial's logits only (index_add), so an inf or NaN stays in its
+        trial. (Summed with the units before the classes, 2-3x faster than after on the CPU; the
+        logits come back with the classes before the trials, where a softmax over them is ~10x
+        faster than over a short last axis.)"""
+        products = h.unsqueeze(3) * self.w_out.unsqueeze(1)  # [S, B, C, 10]
+        logits = products.new_zeros(*products.shape[:2], len(self.slots), 10).index_add_(2, self.unit_trial, products)
+        return logits.transpose(2, 3)
 
     def trial_weights(self, u, k):
-        return {name: (self.w_out[u, cols, :] if name == "w_out" else self.w_x[u, :, cols]).detach().cpu().clone()
-                for name, cols in self.trial_columns(k).items()}
+        """Slot k of seed index u as one trial alone has it: {"w_in": 784 x h, ..., "w_out": h x 10}."""
+        model, hidden, lr = self.slots[k]
+        _, _, lrs, columns, rows = next(b for b in self.blocks if b[:2] == (model, hidden))
+        i = lrs.index(lr) * hidden
+        weights = {name: self.w_x[u, :, cols.start + i:cols.start + i + hidden] for name, cols in columns.items()}
+        weights["w_out"] = self.w_out[u, rows.start + i:rows.start + i + hidden]
+        return {name: w.detach().cpu().clone() for name, w in weights.items()}
 
 
-class PerColumnLrAdam:
-    """Adam with a learning rate per weight column (one per trial). Adam's moments m and v do
-    not depend on the learning rate, so the update of a weight at lr is lr times its update at
-    lr 1. torch._fused_adam_, the kernel torch.optim.Adam(fused=True) runs, computes that unit
-    update into scratch tensors that start each step at zero: unit = -m_hat / (sqrt(v_hat) + eps);
-    then p += lr * unit. Same arithmetic as Adam at lr, up to float rounding (the tests compare
-    against torch.optim.Adam); every op is elementwise, so a trial's NaN stays in its own
-    weights. The fused kernel (CPU and CUDA) does the update in one pass: on the CPU 1.6x faster
-    than torch's foreach ops. Called directly rather than through torch.optim.Adam, it skips
-    50 to 80 us of Python per step, a tenth of a batch-8 step."""
+def readout_grads(layout, h, y):
+    """The read-out and the loss, differentiated by hand: from hidden units h [S, B, C] and one-hot
+    targets y [S, B, 10, 1], each trial's logits [S, B, 10, K] and the gradients of the summed
+    mean cross-entropies with respect to h and W_out. d loss / d logits = (softmax - one-hot) / B
+    for each trial; a unit's gradients come from its own trial's logits only."""
+    logits = layout.logits(h)
+    d_logits = torch.softmax(logits, 2).sub_(y).div_(h.shape[1])  # [S, B, 10, K]
+    d_units = d_logits.transpose(2, 3).index_select(2, layout.unit_trial)  # [S, B, C, 10]
+    grad_h = (d_units * layout.w_out.unsqueeze(1)).sum(3)  # [S, B, C]
+    grad_out = (d_units * h.unsqueeze(3)).sum(1)  # [S, C, 10]
+    return logits, grad_h, grad_out
+
+
+class PerTrialLrAdam:
+    """Adam (torch.optim.Adam's arithmetic) with a learning rate per weight column, one per trial.
+    Adam's moments do not depend on the learning rate, so the update at lr is lr times the update
+    at lr 1: torch.optim.Adam(fused=True) at lr 1 moves a zero `unit` tensor by that unit update
+    in one fused pass over the weights, and each weight then moves by its trial's lr times it.
+    Every op is elementwise, so a trial's NaN stays in its own weights."""
 
     def __init__(self, params, lrs):
         self.params, self.lrs = params, lrs  # lrs[i] broadcasts over params[i]
@@ -398,6 +427,14 @@ class PerColumnLrAdam:
             unit.zero_()
 
 
+def trained_pixels(train_x):
+    """The pixels training uses: those lit in some training image. The 71 pixels of MNIST's border
+    that are 0 in every image give their rows of W_x a zero gradient at every step, so Adam never
+    moves them (its update is 0 / (0 + eps)): leaving them out of the matmuls and of Adam saves 9%
+    of the work. (Only a diverged trial differs: alone, 0 * NaN would turn those rows NaN too.)"""
+    return (train_x != 0).any(0).nonzero().squeeze(1)
+
+
 def train_group(trials, data, progress=None, return_weights=False):
     """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
     for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
@@ -407,118 +444,55 @@ def train_group(trials, data, progress=None, return_weights=False):
     assert all(t.batch_size == batch_size and t.epochs == epochs for t in trials)
     device, dtype = data["train_x"].device, data["train_x"].dtype
     start = time.perf_counter()
-    seeds = sorted({t.seed for t in trials})
-    layout = Layout(sorted({(t.model, t.hidden, t.lr) for t in trials}), seeds, device, dtype)
-    # Pixels that are 0 in every training image (71 of 784 in MNIST's border) give their W_x rows
-    # a zero gradient at every step, so Adam never moves them (m = v = 0: the update is 0 / eps).
-    # Training leaves those rows out of the matmuls and of Adam (9% less work); evaluation and
-    # the returned weights use all 784. (Only a diverged trial differs: alone, 0 * NaN would turn
-    # those rows NaN too.)
-    lit = (data["train_x"] != 0).any(0).nonzero().squeeze(1)  # [P]
-    w_x, w_out, column_trial = layout.w_x[:, lit].contiguous(), layout.w_out, layout.column_trial  # [U, P, Cx]
-    U, K, C = len(seeds), len(layout.slots), w_out.shape[1]
-    n = len(data["train_y"])
-    orders = torch.stack([data_orders(s, n, epochs) for s in seeds]).to(device)  # [U, epochs, n]
+    layout = Layout(trials, device, dtype)
+    S, K = len(layout.seeds), len(layout.slots)
+    pixels = trained_pixels(data["train_x"])
+    train_x = data["train_x"][:, pixels]  # [n, P]
+    w_x = layout.w_x[:, pixels].contiguous()  # [S, P, Cx]: the rows training moves
+    adam = PerTrialLrAdam([w_x, layout.w_out], [layout.lr_x, layout.lr_out])
+    targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
+    n = len(targets)
+    orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds]).to(device)  # [S, epochs, n]
     steps_per_epoch = math.ceil(n / batch_size)
-    loss_from = steps_per_epoch - max(1, steps_per_epoch // 10)  # train_loss: last 10% of batches
-    loss_sum = torch.zeros(U, K, device=device, dtype=dtype)
-    adam = PerColumnLrAdam([w_x, w_out], layout.lrs)
-    grad_x, grad_out = torch.empty_like(w_x), torch.empty_like(w_out)
-    targets = F.one_hot(data["train_y"], 10).to(dtype)  # [n, 10]
-    # The read-out as one matmul: W_out scattered into a block-diagonal [U, C, 10 * K] matrix
-    # (unit c feeds logit (class j, its trial k) at column j * K + k), zero elsewhere. Those
-    # zeros are what a matmul would use to leak one trial's inf/NaN into every other (0 * inf =
-    # NaN), so every step checks the logits: the first time one is not finite, the trials whose
-    # own logits (by readout(), which isolates) are not finite are marked dead; from then on
-    # their units are zeroed out of the dense sums and their logits and gradients come from
-    # readout() and its elementwise backward. The other trials' numbers are bit-for-bit what
-    # they would have been (their sums only ever gain exact zeros).
-    bd_index = (torch.arange(C, device=device)[:, None] * 10 * K + torch.arange(10, device=device) * K
-                + column_trial[:, None]).reshape(-1)  # W_out.view(U, -1) -> its places in W_bd.view(U, -1)
-    w_bd = torch.zeros(U, C, 10 * K, device=device, dtype=dtype)
-    dead = torch.zeros(U, K, dtype=torch.bool, device=device)
-    dead_units = None  # [U, 1, C] once a trial has died
-
-    def dense_logits(h):
-        w_bd.view(U, -1).index_copy_(1, bd_index, w_out.view(U, -1))
-        if dead_units is not None:  # dead trials take no part in the dense sums
-            h = h.masked_fill(dead_units, 0)
-            w_bd.masked_fill_(dead_units.transpose(1, 2), 0)
-        return torch.bmm(h, w_bd).view(U, -1, 10, K)
-
-    def trial_logits(h):
-        """Every trial's logits [U, B, 10, K] from hidden units h [U, B, C]."""
-        nonlocal dead_units
-        logits, isolated = dense_logits(h), None
-        if not math.isfinite(logits.sum().item()):  # an inf/NaN (or a sum too big for the dtype)
-            isolated = readout(h, w_out, column_trial, K)
-            dead.logical_or_(~torch.isfinite(isolated).all(2).all(1))
-            if dead.any():
-                dead_units = dead[:, column_trial].unsqueeze(1)
-                logits = dense_logits(h)
-        if dead_units is not None:
-            isolated = readout(h, w_out, column_trial, K) if isolated is None else isolated
-            logits = torch.where(dead[:, None, None, :], isolated, logits)
-        return logits
-
-    # images are gathered for many steps at once (one indexing op instead of one per step)
-    images_per_gather = max(1, 8192 // (U * batch_size)) * batch_size
+    loss_from = (epochs - 1) * steps_per_epoch + steps_per_epoch - max(1, steps_per_epoch // 10)
+    loss_sum = torch.zeros(S, K, device=device, dtype=dtype)  # train_loss: the last 10% of batches
     step = 0
     for epoch in range(epochs):
-        for first in range(0, n, images_per_gather):
-            index = orders[:, epoch, first:first + images_per_gather]
-            xs, ys = data["train_x"][index.unsqueeze(-1), lit], targets[index]  # [U, images, P], [U, images, 10]
-            for i in range(0, index.shape[1], batch_size):
-                x, y = xs[:, i:i + batch_size], ys[:, i:i + batch_size]  # [U, B, P], [U, B, 10]
-                B = x.shape[1]
-                # forward: every input projection in one matmul; the models' hidden layers are the
-                # only part autograd records (the code one edits); the rest is differentiated by hand
-                xw = torch.bmm(x, w_x)  # [U, B, Cx]
-                hidden, inputs = layout.hidden_layers(xw, track=True)
-                h = torch.cat([t.detach() for t in hidden], -1)  # [U, B, C]
-                logits = trial_logits(h)  # [U, B, 10, K]
-                if epoch == epochs - 1 and step % steps_per_epoch >= loss_from:  # cross-entropy, per trial
-                    loss_sum += (torch.logsumexp(logits, 2) - (logits * y.unsqueeze(3)).sum(2)).mean(1)
-                # backward. The loss is the sum over trials of each trial's mean cross-entropy, so
-                # d loss / d logits = (softmax - one-hot) / B, and each trial's gradient is its own.
-                d_logits = torch.softmax(logits, 2).sub_(y.unsqueeze(3)).div_(B)  # [U, B, 10, K]
-                d_live = d_logits if dead_units is None else d_logits.masked_fill(dead[:, None, None, :], 0)
-                grad_h = torch.bmm(d_live.view(U, B, -1), w_bd.transpose(1, 2))  # [U, B, C]
-                if dead_units is not None:  # a dead trial's units: its own d_logits through its own W_out
-                    own = (d_logits.index_select(3, column_trial) * w_out.transpose(1, 2).unsqueeze(1)).sum(2)
-                    grad_h = torch.where(dead_units, own, grad_h)
-                # W_out's gradient: h^T @ d_logits, of which each unit keeps its own trial's 10
-                # columns (every entry of a matmul is a dot product of one row and one column, so
-                # this picks only a trial's own numbers)
-                full = torch.bmm(h.transpose(1, 2), d_logits.view(U, B, -1))  # [U, C, 10 * K]
-                torch.index_select(full.view(U, -1), 1, bd_index, out=grad_out.view(U, -1))
-                grad_xw = torch.autograd.grad(hidden, inputs, grad_h.split([t.shape[-1] for t in hidden], -1),
-                                              allow_unused=True, materialize_grads=True)
-                # W_x's gradient x^T @ grad_xw, into one buffer kept across steps
-                torch.bmm(x.transpose(1, 2), torch.cat(grad_xw, -1), out=grad_x)
-                adam.step([grad_x, grad_out])
-                step += 1
-                if progress is not None and step % 50 == 0:
-                    progress(step / (epochs * steps_per_epoch))
-    layout.w_x[:, lit] = w_x  # the trained rows back among the untouched ones
-    # evaluation: accuracies of every trial on the validation and test images
+        for first in range(0, n, batch_size):
+            index = orders[:, epoch, first:first + batch_size].flatten()  # each seed's own images
+            x = train_x.index_select(0, index).view(S, -1, train_x.shape[1])  # [S, B, P]
+            y = targets.index_select(0, index).view(S, -1, 10, 1)  # [S, B, 10, 1]
+            # Autograd records only the model functions (the code one edits); the matmuls, the
+            # read-out and the loss around them are differentiated by hand.
+            xw = torch.bmm(x, w_x).requires_grad_()  # [S, B, Cx]
+            h = layout.hidden_units(xw)  # [S, B, C]
+            with torch.no_grad():
+                logits, grad_h, grad_out = readout_grads(layout, h, y)
+                if step >= loss_from:  # each trial's mean cross-entropy on this batch
+                    loss_sum += (torch.logsumexp(logits, 2) - (logits * y).sum(2)).mean(1)
+            grad_xw, = torch.autograd.grad(h, xw, grad_h)
+            adam.step([torch.bmm(x.transpose(1, 2), grad_xw), grad_out])
+            step += 1
+            if progress is not None and step % 50 == 0:
+                progress(step / (epochs * steps_per_epoch))
+    layout.w_x[:, pixels] = w_x  # the trained rows back among the untouched ones
+    # evaluation: every trial's accuracy on the validation and test images
+    accuracy = {}
     with torch.no_grad():
-        accuracy = {}
         for split in ("val", "test"):
             xs, ys = data[split + "_x"], data[split + "_y"]
-            chunk = max(1, 4_000_000 // (len(seeds) * layout.w_out.shape[1] * 10))
-            correct = torch.zeros(len(seeds), len(layout.slots), dtype=torch.long, device=device)
+            chunk = max(1, 4_000_000 // (S * layout.w_out.shape[1] * 10))
+            correct = torch.zeros(S, K, dtype=torch.long, device=device)
             for j in range(0, len(ys), chunk):
-                hidden, _ = layout.hidden_layers(xs[j:j + chunk] @ layout.w_x)
-                predictions = trial_logits(torch.cat(hidden, -1)).argmax(2)  # [U, chunk, K]
-                correct += (predictions == ys[j:j + chunk, None]).sum(1)
-            accuracy[split] = [[c / len(ys) for c in row] for row in correct.tolist()]
-        train_losses = (loss_sum / (steps_per_epoch - loss_from)).tolist()
+                logits = layout.logits(layout.hidden_units(xs[j:j + chunk] @ layout.w_x))
+                correct += (logits.argmax(2) == ys[j:j + chunk, None]).sum(1)
+            accuracy[split] = (correct.double() / len(ys)).tolist()
+        train_losses = (loss_sum / (epochs * steps_per_epoch - loss_from)).tolist()
     elapsed = time.perf_counter() - start
-    trained_params = len(seeds) * sum(n_params(model, h) for model, h, _ in layout.slots)
+    trained_params = S * sum(n_params(model, hidden) for model, hidden, _ in layout.slots)
     results = {}
     for t in trials:
-        u, k = seeds.index(t.seed), layout.slots.index((t.model, t.hidden, t.lr))
+        u, k = layout.seeds.index(t.seed), layout.slots.index((t.model, t.hidden, t.lr))
         params_t = n_params(t.model, t.hidden)
         results[t] = {"params": params_t, "train_loss": train_losses[u][k],
                       "val_acc": accuracy["val"][u][k], "test_acc": accuracy["test"][u][k],
@@ -584,7 +558,7 @@ def read_log(path):
     """The config and the finished trials of a log: (config values, {Trial: values}). A last line
     without its newline was cut by a kill and does not count; nor does a trial line missing keys."""
     config, done, in_header = None, {}, False
-    for line in path.read_text().split("\n")[:-1]:
+    for line in path.read_bytes().decode(errors="replace").split("\n")[:-1]:
         if line == "=" * 100:
             in_header = not in_header
             continue
@@ -615,6 +589,11 @@ def environment():
 # ------------------------------------------------------------------------------------------
 # Command line.
 
+class FlagParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage + error lines, as one line
+        raise UsageError(f"{message} (python train_mnist_ffn.py --help lists the flags)")
+
+
 def parse_list(kind, text):
     items = [s.strip() for s in text.split(",")]
     if not text.strip() or any(not s for s in items):
@@ -623,8 +602,8 @@ def parse_list(kind, text):
         values = tuple(kind(s) for s in items)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a comma-separated list of {kind.__name__}, got {text!r}")
-    if kind is not str and any(not v > 0 for v in values):  # also refuses nan
-        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
+    if kind is not str and any(not (0 < v < math.inf) for v in values):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"values must be positive and finite, got {text!r}")
     if kind is str and any(v not in MODELS for v in values):
         raise argparse.ArgumentTypeError(f"unknown model in {text!r}; known: {','.join(MODELS)}")
     if len(set(values)) != len(values):
@@ -643,8 +622,7 @@ def parse_int(minimum, text):
 
 
 def make_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = FlagParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(Hparams):
         meta, name = f.metadata, "--" + f.name.replace("_", "-")
         help_text = meta["help"]
@@ -663,16 +641,26 @@ def make_parser():
     return parser
 
 
-def config_from_log(config):
+def config_from_log(path, config):
     """Hparams grid values from a log's config: record."""
-    lists = lambda key, kind: tuple(kind(v) for v in config[key].split(","))
-    seeds = lists("seeds", int)
+    try:
+        lists = lambda key, kind: tuple(kind(v) for v in config[key].split(","))
+        seeds = lists("seeds", int)
+        from_log = {"models": lists("models", str), "hidden": lists("hidden", int),
+                    "batch_sizes": lists("batch_sizes", int), "lrs": lists("lrs", float), "seeds": len(seeds),
+                    "epochs": int(config["epochs"]), "param_match": config.get("param_match") == "1",
+                    "train_limit": int(config.get("train_limit", "0")),
+                    "no_checksum": config.get("data") == "unverified"}
+    except (KeyError, ValueError):
+        raise UsageError(f"{path}: its config: line is not a train_mnist_ffn.py grid (a train_gpt.py log?); "
+                         f"pass the log of a train_mnist_ffn.py run")
     if seeds != tuple(range(len(seeds))):
-        raise SystemExit(f"error: the log's seeds:{config['seeds']} are not 0..N-1; start a new log")
-    return {"models": lists("models", str), "hidden": lists("hidden", int),
-            "batch_sizes": lists("batch_sizes", int), "lrs": lists("lrs", float), "seeds": len(seeds),
-            "epochs": int(config["epochs"]), "param_match": config.get("param_match") == "1",
-            "train_limit": int(config.get("train_limit", "0"))}
+        raise UsageError(f"{path}: the log's seeds:{config['seeds']} are not 0..N-1; start a new log")
+    unknown = [m for m in from_log["models"] if m not in MODELS]
+    if unknown:
+        raise UsageError(f"{path}: the log's models {','.join(unknown)} are not in MODELS of this file; "
+                         f"add them back, or start a new log")
+    return from_log
 
 
 def grid(hp):
@@ -685,45 +673,73 @@ def grid(hp):
 
 
 def main(argv=None):
+    """The command line. Returns the log's path; bad input: one line `error: ...`, exit status 2;
+    Ctrl-C (or SIGTERM): a `done: ... status:interrupted` record and exit status 130."""
+    threads = torch.get_num_threads()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:  # SIGTERM (a job's time limit) ends the run as Ctrl-C does
+        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return run(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    finally:
+        torch.set_num_threads(threads)  # a caller in the same process (the tests) keeps its own
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+def run(argv):
     parser = make_parser()
     given = vars(parser.parse_args(argv))
     t0 = time.perf_counter()
     log_path = Path(given["resume"]) if given.get("resume") else None
     if log_path is not None:  # continue the grid recorded in the log
         if not log_path.is_file():
-            raise SystemExit(f"error: {log_path}: no such log; pass the path of a train_mnist_ffn.py log")
+            raise UsageError(f"--resume {log_path}: no such log; pass the path of a train_mnist_ffn.py log")
         config, done = read_log(log_path)
         if config is None:
-            raise SystemExit(f"error: {log_path}: no config: line; it is not a train_mnist_ffn.py log")
-        from_log = config_from_log(config)
+            raise UsageError(f"--resume {log_path}: no config: line; it is not a train_mnist_ffn.py log")
+        from_log = config_from_log(log_path, config)
         clashes = [k for k in GRID_KEYS if k in given and given[k] != from_log[k]]
         if clashes:
-            raise SystemExit(f"error: --resume continues the grid recorded in {log_path}; drop "
+            raise UsageError(f"--resume continues the grid recorded in {log_path}; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in clashes)} or start a new log")
         given.update(from_log)
     hp = Hparams(**given)
+    if hp.param_match and not {"relu", "geglu"} <= set(hp.models):
+        raise UsageError("--param-match needs both relu and geglu in --models")
     torch.set_num_threads(hp.threads)
     # Adam's moments of the rarely lit border pixels decay below 1e-38 (float32's smallest normal
     # number), and arithmetic on such subnormal numbers is ~2x slower on x86 CPUs: the batch-8
     # Adam step measured 250 us instead of 100. Flushing them to zero changes no number above
     # 1e-38 (and nothing on a GPU, which flushes already).
     torch.set_flush_denormal(True)
-    if hp.param_match and not {"relu", "geglu"} <= set(hp.models):
-        parser.error("--param-match needs both relu and geglu in --models")
     device = torch.device("cuda" if hp.device == "cuda" or (hp.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but torch sees no CUDA GPU; use --device cpu")
+        raise UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    if log_path is None:  # the log's folder must be writable before minutes of download and training
+        log_dir = Path(hp.log_dir)
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            probe = log_dir / f".write-test-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as e:
+            raise UsageError(f"--log-dir {log_dir}: cannot write there ({e.strerror}); pass a folder you can write to")
 
     # data
     if hp.data_dir:
         folder = Path(hp.data_dir)
         if not folder.is_dir():
-            raise SystemExit(f"error: --data-dir {folder}: no such folder")
+            raise UsageError(f"--data-dir {folder}: no such folder")
     else:
         folder = DEFAULT_DATA_DIR
         download_mnist(folder)
-    data = mnist_tensors(load_mnist(folder, downloaded=not hp.data_dir), device, hp.train_limit)
+    data = mnist_tensors(load_mnist(folder, downloaded=not hp.data_dir, verify=not hp.no_checksum), device,
+                         hp.train_limit)
     n_train = len(data["train_y"])
 
     # the log
@@ -731,8 +747,6 @@ def main(argv=None):
     if log_path is None:
         run_id = secrets.token_hex(4)
         started = datetime.now(timezone.utc)
-        log_dir = Path(hp.log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"mnist-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
         done = {}
         log = open(log_path, "w")
@@ -746,8 +760,8 @@ def main(argv=None):
                   f"batch_sizes:{','.join(map(str, hp.batch_sizes))} lrs:{','.join(repr(lr) for lr in hp.lrs)} "
                   f"seeds:{','.join(str(s) for s in range(hp.seeds))} epochs:{hp.epochs} train:{n_train} "
                   f"val:{len(data['val_y'])} test:{len(data['test_y'])} split_seed:{SPLIT_SEED} "
-                  f"init_std:{INIT_STD} data:mnist param_match:{int(hp.param_match)}"
-                  + (f" matched_hidden:{matched}" if matched else "")
+                  f"init_std:{INIT_STD} data:{'unverified' if hp.no_checksum else 'mnist'} "
+                  f"param_match:{int(hp.param_match)}" + (f" matched_hidden:{matched}" if matched else "")
                   + f" train_limit:{hp.train_limit} adam_betas:{ADAM_BETAS[0]},{ADAM_BETAS[1]} adam_eps:{ADAM_EPS}\n")
         log.flush()
     else:
@@ -760,7 +774,7 @@ def main(argv=None):
     print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
           f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
 
-    # train the groups (hp.workers at a time); every finished group's lines are in the log at
+    # Train the groups (hp.workers at a time); every finished group's lines are in the log at
     # once. A group with any trial missing from the log is trained whole, in the layout of an
     # uninterrupted run, so the lines a resumed run writes are bit-for-bit those the
     # uninterrupted run would have written (on the CPU).
@@ -784,20 +798,29 @@ def main(argv=None):
             print(f"  {finished}/{len(todo)} trials done ({running}), elapsed {elapsed:.0f}s, "
                   f"remaining ~{elapsed * (1 - f) / max(f, 1e-9):.0f}s", flush=True)
 
-    for group, results in train_groups(groups, data, hp.workers, progress):
-        missing = sorted(t for t in group if t not in done)
-        for t in missing:
-            log.write(trial_record(t, results[t]) + "\n")
-            done[t] = {k: str(v) for k, v in results[t].items()}
-        log.flush()
-        with lock:
-            fractions[groups.index(group)] = 1.0
-            finished += len(missing)
-        print(f"  {finished}/{len(todo)} trials done (batch size {group[0].batch_size}), "
-              f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
+    status = "ok"
+    try:
+        for group, results in train_groups(groups, data, hp.workers, progress):
+            missing = sorted(t for t in group if t not in done)
+            for t in missing:
+                log.write(trial_record(t, results[t]) + "\n")
+                done[t] = {k: str(v) for k, v in results[t].items()}
+            log.flush()
+            with lock:
+                fractions[groups.index(group)] = 1.0
+                finished += len(missing)
+            print(f"  {finished}/{len(todo)} trials done (batch size {group[0].batch_size}), "
+                  f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the finished groups' lines are in the log already
+        status = "interrupted"
     if todo:
-        log.write(f"done: trials:{len(done)} time:{time.perf_counter() - t0:.1f}s new_trials:{len(todo)}\n")
+        log.write(f"done: trials:{len(done)} time:{time.perf_counter() - t0:.1f}s new_trials:{finished} "
+                  f"status:{status}\n")
     log.close()
+    if status == "interrupted":
+        print(f"interrupted: {finished} of the {len(todo)} trials to train are in {log_path}; resume with: "
+              f"python train_mnist_ffn.py --resume {log_path}", file=sys.stderr, flush=True)
+        raise SystemExit(130)
 
     # summary: the best validation accuracy per model and hidden size, and its test accuracy
     wanted = set(trials)

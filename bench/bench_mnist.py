@@ -1,4 +1,5 @@
-"""Benchmark: train_mnist_ffn.py's batched trainer against a plain per-trial PyTorch loop.
+"""Benchmark: train_mnist_ffn.py's batched trainer against a plain per-trial PyTorch loop, and
+what each of its speed tricks is worth.
 
 Trains the default grid (relu,geglu x hidden 2,4,8,16 x batch sizes 8,64 x 4 learning rates)
 for --seeds seeds (default 1: 64 trials), both ways, in one run, and prints both wall times,
@@ -9,11 +10,17 @@ its batch-size groups at the same time on --workers threads (default 2, one per 
 2-core CPU), with subnormal floats flushed to zero for both sides (the plain loop measured the
 same either way: its time goes to per-op overhead, not arithmetic).
 
+--tricks also times the batched side once without each of its speed tricks, one at a time, in
+the same run (the README's table of tricks): a trick is worth keeping only if removing it
+makes training slower.
+
     python bench/bench_mnist.py                      # one seed, full epoch (about a minute on 2 cores)
+    python bench/bench_mnist.py --tricks --skip-plain
     python bench/bench_mnist.py --quick              # a tenth of the training images
     python bench/bench_mnist.py --seeds 8 --device cuda
 """
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -47,9 +54,83 @@ def plain_trial(t, data):
                 for s in ("val", "test")]
 
 
+# ------------------------------------------------------------------------------------------
+# The batched trainer without one trick at a time: each replaces one piece of the script by the
+# plain way of doing the same thing (the numbers stay the same up to float rounding).
+
+class PlainPerTrialLrAdam:
+    """Adam with a learning rate per weight column in plain public tensor ops, as one would first
+    write it: six passes over the weights instead of the fused kernel's one (no `unit` tensor)."""
+
+    def __init__(self, params, lrs):
+        self.params, self.lrs, self.t = params, lrs, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, grads):
+        self.t += 1
+        (b1, b2), eps = M.ADAM_BETAS, M.ADAM_EPS
+        for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, self.lrs):
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v / (1 - b2 ** self.t)).sqrt_().add_(eps)
+            p.addcdiv_(m * lr, denom, value=-1 / (1 - b1 ** self.t))
+
+
+def autograd_readout_grads(layout, h, y):
+    """The read-out and the loss differentiated by autograd instead of by hand."""
+    with torch.enable_grad():
+        h, w_out = h.detach().requires_grad_(), layout.w_out.detach().requires_grad_()
+        products = h.unsqueeze(3) * w_out.unsqueeze(1)
+        logits = products.new_zeros(*products.shape[:2], len(layout.slots), 10).index_add(
+            2, layout.unit_trial, products).transpose(2, 3)
+        loss = (torch.logsumexp(logits, 2) - (logits * y).sum(2)).mean(1).sum()
+        grad_h, grad_out = torch.autograd.grad(loss, [h, w_out])
+    return logits.detach(), grad_h, grad_out
+
+
+@contextlib.contextmanager
+def replaced(name, value):
+    saved = getattr(M, name)
+    setattr(M, name, value)
+    try:
+        yield
+    finally:
+        setattr(M, name, saved)
+
+
+@contextlib.contextmanager
+def denormals_kept():
+    torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(True)
+
+
+TRICKS = [  # (what the script does, how the bench takes it away, workers)
+    ("two batch-size groups at once, one thread each (--workers 2)", contextlib.nullcontext, 1),
+    ("subnormal floats flushed to zero", denormals_kept, None),
+    ("always-dark pixels left out of training", lambda: replaced("trained_pixels", lambda x: torch.arange(784)), None),
+    ("read-out and loss differentiated by hand", lambda: replaced("readout_grads", autograd_readout_grads), None),
+    ("fused Adam at lr 1, times each trial's lr", lambda: replaced("PerTrialLrAdam", PlainPerTrialLrAdam), None),
+]
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def time_batched(trials, batch_sizes, data, workers, device):
+    sync(device)
+    start = time.perf_counter()
+    results = {}
+    for _, group_results in M.train_groups([[t for t in trials if t.batch_size == bs] for bs in batch_sizes],
+                                           data, workers):
+        results.update(group_results)
+    sync(device)
+    return time.perf_counter() - start, results
 
 
 def main():
@@ -63,6 +144,7 @@ def main():
     parser.add_argument("--workers", type=int, default=M.Hparams.workers,
                         help="batch-size groups the batched trainer trains at once (as train_mnist_ffn.py)")
     parser.add_argument("--skip-plain", action="store_true", help="time only the batched trainer")
+    parser.add_argument("--tricks", action="store_true", help="also time the batched trainer without each trick")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as train_mnist_ffn.py does (the plain loop measured the same either way)
@@ -84,15 +166,16 @@ def main():
     tiny = dict(data, train_x=data["train_x"][:64], train_y=data["train_y"][:64])
     M.train_group([t for t in trials if t.batch_size == 8][:4], tiny)
 
-    sync(device)
-    start = time.perf_counter()
-    batched = {}
-    for _, results in M.train_groups([[t for t in trials if t.batch_size == bs] for bs in hp.batch_sizes],
-                                     data, args.workers):
-        batched.update(results)
-    sync(device)
-    batched_s = time.perf_counter() - start
+    batched_s, batched = time_batched(trials, hp.batch_sizes, data, args.workers, device)
     print(f"batched:  {batched_s:8.2f} s  {len(trials) / batched_s:8.2f} trials/s")
+    if args.tricks:
+        print("each trick: the batched time without it, and so what it saves")
+        for what, without, workers in TRICKS:
+            with without():
+                seconds, results = time_batched(trials, hp.batch_sizes, data, workers or args.workers, device)
+            drift = max(abs(results[t]["test_acc"] - batched[t]["test_acc"]) for t in trials if t.lr <= 0.01)
+            print(f"  {what:<60} without: {seconds:6.2f} s  {seconds / batched_s:5.2f}x  "
+                  f"(test accuracy moved by at most {drift:.4f} at lr <= 0.01)")
     if args.skip_plain:
         return
 

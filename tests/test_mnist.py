@@ -1,6 +1,9 @@
-"""Tests of train_mnist_ffn.py: data (IDX parsing, checksums, downloads from mirrors), the batched
-trainer against a plain per-trial loop with torch.optim.Adam, isolation of a diverging trial,
-resume, the command line and the log contract. CPU, real MNIST from ../shared when present."""
+"""Tests of train_mnist_ffn.py: data (IDX parsing, checksums, downloads from mirrors), every
+model of MODELS trained beside others as alone and as a plain per-trial loop with
+torch.optim.Adam, isolation of a diverging trial, resume, bad input, Ctrl-C and the log
+contract. CPU. The trainer, resume and command-line tests run on a synthetic MNIST-shaped set
+made here; only the tests about the real files (format, checksums, downloads, the reference
+log's accuracies) need real MNIST from ../shared and skip without it."""
 import contextlib
 import functools
 import io
@@ -9,10 +12,12 @@ import http.server
 import math
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -109,35 +114,36 @@ def test_parse_idx_synthetic_files():
         M.parse_idx(b"\x01\x00\x08\x01" + bytes(8))
 
 
-def expect_error(folder, downloaded=False):
-    with pytest.raises(SystemExit) as info:
-        M.load_mnist(folder, downloaded=downloaded)
-    message = str(info.value.code)
-    assert message.startswith("error: ") and "\n" not in message
+def expect_error(folder, downloaded=False, verify=True):
+    with pytest.raises(M.UsageError) as info:
+        M.load_mnist(folder, downloaded=downloaded, verify=verify)
+    message = str(info.value)
+    assert "\n" not in message
     return message
 
 
-def test_missing_file_names_the_file_and_the_fix(mnist_dir, tmp_path):
-    folder = copy_mnist(mnist_dir, tmp_path / "m")
-    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
-    message = expect_error(folder)
+def test_missing_file_names_the_file_and_the_fix(synthetic_dir, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(synthetic_dir, folder)
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    message = expect_error(folder, verify=False)
     assert "t10k-labels-idx1-ubyte" in message and "not found" in message
     assert "python train_mnist_ffn.py" in message
 
 
-def test_truncated_files_are_refused(mnist_dir, tmp_path):
-    folder = copy_mnist(mnist_dir, tmp_path / "m")
-    raw = gzip.decompress((folder / "train-labels-idx1-ubyte.gz").read_bytes())
-    (folder / "train-labels-idx1-ubyte.gz").unlink()
+def test_truncated_files_are_refused(synthetic_dir, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(synthetic_dir, folder)
+    raw = (folder / "train-labels-idx1-ubyte").read_bytes()
     (folder / "train-labels-idx1-ubyte").write_bytes(raw[:1234])  # an uncompressed, cut file
-    message = expect_error(folder, downloaded=True)
+    message = expect_error(folder, downloaded=True, verify=False)
     assert f"{folder / 'train-labels-idx1-ubyte'}: truncated (expected 60008 bytes after decompression, " \
            f"got 1234); delete it and rerun python train_mnist_ffn.py to download again" in message
     # a cut .gz file
     (folder / "train-labels-idx1-ubyte").unlink()
-    gz = (mnist_dir / "train-labels-idx1-ubyte.gz").read_bytes()
+    gz = gzip.compress(raw)
     (folder / "train-labels-idx1-ubyte.gz").write_bytes(gz[:len(gz) // 2])
-    message = expect_error(folder)
+    message = expect_error(folder, verify=False)
     assert "train-labels-idx1-ubyte.gz: truncated" in message and "--data-dir" in message
 
 
@@ -149,17 +155,6 @@ def test_checksum_mismatch_is_refused(mnist_dir, tmp_path):
     message = expect_error(folder)
     assert "t10k-labels-idx1-ubyte.gz: checksum mismatch" in message
     assert "27ae3e4e09519cfbb04c329615203637" in message
-
-
-def test_bad_data_dir_is_one_line_on_the_command_line(mnist_dir, tmp_path, repo_root):
-    folder = copy_mnist(mnist_dir, tmp_path / "m")
-    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
-    run = subprocess.run([sys.executable, str(repo_root / "train_mnist_ffn.py"), "--data-dir", str(folder),
-                          "--log-dir", str(tmp_path / "logs")], capture_output=True, text=True, timeout=120)
-    assert run.returncode != 0
-    assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: ")
-    assert "t10k-images-idx3-ubyte.gz: corrupt" in run.stderr and "Traceback" not in run.stderr
-    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").iterdir())
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,9 +195,9 @@ def test_corrupt_mirror_never_leaves_a_file_taken_as_valid(mnist_dir, tmp_path, 
     target = tmp_path / "data"
     # only the corrupt mirror: the download fails with one line, and leaves no file behind
     monkeypatch.setattr(M, "MIRRORS", [bad.as_uri() + "/", (tmp_path / "nowhere").as_uri() + "/"])
-    with pytest.raises(SystemExit) as info:
+    with pytest.raises(M.UsageError) as info:
         M.download_mnist(target)
-    assert "train-images-idx3-ubyte.gz" in str(info.value.code) and "\n" not in str(info.value.code)
+    assert "train-images-idx3-ubyte.gz" in str(info.value) and "\n" not in str(info.value)
     assert not any("train-images" in p.name for p in target.iterdir())
     # the corrupt mirror first, a good one second: the good copies are the ones kept
     good = copy_mnist(mnist_dir, tmp_path / "good")
@@ -213,31 +208,106 @@ def test_corrupt_mirror_never_leaves_a_file_taken_as_valid(mnist_dir, tmp_path, 
 
 
 # ------------------------------------------------------------------------------------------
-# the batched trainer against a plain per-trial loop
+# A synthetic MNIST-shaped data set, so that the trainer, resume and isolation tests run on any
+# clone: 60,000 + 10,000 images of 28 x 28 in the real files' format and sizes, a border of two
+# pixels that is 0 in every image (as MNIST's 71 unlit pixels), and classes that can be learned
+# (each class lights its own random pattern, with noise). Its checksums are not MNIST's, so the
+# script reads it with --no-checksum (load_mnist(verify=False)).
 
-@pytest.fixture(scope="module")
-def small_data(mnist_dir):
+def synthetic_arrays(seed=0):
+    rng = np.random.default_rng(seed)
+    patterns = rng.random((10, 24, 24)) < 0.25
+
+    def images(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        lit = patterns[labels] ^ (rng.random((n, 24, 24)) < 0.08)  # flip 8% of the pixels
+        inner = (lit * rng.integers(96, 256, (n, 24, 24))).astype(np.uint8)
+        out = np.zeros((n, 28, 28), np.uint8)
+        out[:, 2:26, 2:26] = inner
+        return out, labels
+
+    train, train_labels = images(60000)
+    test, test_labels = images(10000)
+    return {"train-images-idx3-ubyte": train, "train-labels-idx1-ubyte": train_labels,
+            "t10k-images-idx3-ubyte": test, "t10k-labels-idx1-ubyte": test_labels}
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic-mnist")
+    for name, array in synthetic_arrays().items():
+        (folder / name).write_bytes(idx_bytes(array, 0x08))  # uncompressed, as a user may keep them
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_full(synthetic_dir):
+    return M.mnist_tensors(M.load_mnist(synthetic_dir, downloaded=False, verify=False), torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def small_data(synthetic_full):
     """272 training images (batch size 64 leaves a last batch of 16), 600 val and test images."""
-    data = M.mnist_tensors(M.load_mnist(mnist_dir, downloaded=False), torch.device("cpu"), train_limit=272)
-    return dict(data, val_x=data["val_x"][:600], val_y=data["val_y"][:600],
-                test_x=data["test_x"][:600], test_y=data["test_y"][:600])
+    d = synthetic_full
+    return dict(train_x=d["train_x"][:272], train_y=d["train_y"][:272], val_x=d["val_x"][:600],
+                val_y=d["val_y"][:600], test_x=d["test_x"][:600], test_y=d["test_y"][:600])
+
+
+def float64(data):
+    return {k: v.double() if v.is_floating_point() else v for k, v in data.items()}
+
+
+def test_synthetic_set_is_mnist_shaped(synthetic_dir, synthetic_full):
+    arrays = M.load_mnist(synthetic_dir, downloaded=False, verify=False)
+    assert {k: v.shape for k, v in arrays.items()} == {
+        "train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+        "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)}
+    unlit = (synthetic_full["train_x"] == 0).all(0)
+    assert unlit.view(28, 28)[:2].all() and 100 < int(unlit.sum()) < 784  # a dark border, as MNIST's
+    with pytest.raises(M.UsageError, match="checksum mismatch.*--no-checksum"):
+        M.load_mnist(synthetic_dir, downloaded=False)  # it is not MNIST: refused unless asked
+
+
+# ------------------------------------------------------------------------------------------
+# The models: whatever a MODELS entry does, each trial trains beside others as it trains alone,
+# and as a plain per-trial loop with torch.optim.Adam trains it. The test models normalise over
+# the hidden units, which a layout that hands a model several trials' units on one axis would
+# mix between trials.
+
+def ffn_rmsnorm_relu(xw):
+    units = torch.relu(xw["w_in"])
+    return units * torch.rsqrt(units.pow(2).mean(-1, keepdim=True) + 1e-3)
+
+
+def ffn_softmax_gate(xw):
+    return xw["w_in"] * torch.softmax(xw["w_gate"], -1)
+
+
+TEST_MODELS = {"rmsnorm_relu": (ffn_rmsnorm_relu, ("w_in",)), "softmax_gate": (ffn_softmax_gate, ("w_in", "w_gate"))}
+EVERY_MODEL = list(M.MODELS) + list(TEST_MODELS)
+
+
+@pytest.fixture
+def models(monkeypatch):
+    """The script's MODELS with the test models added, as a researcher adds an entry."""
+    for name, entry in TEST_MODELS.items():
+        monkeypatch.setitem(M.MODELS, name, entry)
+    return M.MODELS
 
 
 def reference_trial(model, hidden, batch_size, lr, seed, data, epochs=1):
-    """One trial trained alone, the plain way: the documented init and data order, the models
-    written out here, torch.optim.Adam. Returns final weights, train loss and accuracies."""
+    """One trial trained alone, the plain way: the documented init and data order, the model's
+    own function on x @ W for each of its matrices, a matmul read-out, F.cross_entropy and
+    torch.optim.Adam. Returns final weights, train loss and accuracies."""
     dtype = data["train_x"].dtype
+    hidden_fn, names = M.MODELS[model]
     g = torch.Generator().manual_seed(zlib.crc32(f"{model}-h{hidden}-seed{seed}".encode()))
-    w = {"w_in": torch.randn(784, hidden, generator=g) * 0.02}
-    if model == "geglu":
-        w["w_gate"] = torch.randn(784, hidden, generator=g) * 0.02
+    w = {name: torch.randn(784, hidden, generator=g) * 0.02 for name in names}
     w["w_out"] = torch.randn(hidden, 10, generator=g) * 0.02
     w = {k: v.to(dtype).requires_grad_() for k, v in w.items()}
 
     def forward(x):
-        if model == "relu":
-            return torch.relu(x @ w["w_in"]) @ w["w_out"]
-        return ((x @ w["w_in"]) * F.gelu(x @ w["w_gate"])) @ w["w_out"]
+        return hidden_fn({name: x @ w[name] for name in names}) @ w["w_out"]
 
     opt = torch.optim.Adam(list(w.values()), lr=lr)
     n = len(data["train_y"])
@@ -258,74 +328,107 @@ def reference_trial(model, hidden, batch_size, lr, seed, data, epochs=1):
     return {k: v.detach() for k, v in w.items()}, sum(losses[-tail:]) / tail, acc
 
 
-CONFIGS = [("relu", 2, 0.01), ("relu", 16, 0.001), ("relu", 16, 0.01), ("geglu", 4, 0.01),
-           ("geglu", 8, 0.001), ("geglu", 16, 0.1), ("relu", 8, 0.1)]
+def trials_of(model, batch_size, seeds=(0, 3), epochs=1):
+    """A model's trials at two hidden sizes and three learning rates, the chaotic 0.1 included."""
+    return [M.Trial(model, h, batch_size, lr, seed, epochs) for h in (3, 8) for lr in (0.1, 0.01, 0.001)
+            for seed in seeds]
 
 
-def check_equivalence(data, batch_size, configs, weight_tol, loss_tol):
-    trials = [M.Trial(model, h, batch_size, lr, seed, 1) for model, h, lr in configs for seed in (0, 3)]
-    results = M.train_group(trials, data, return_weights=True)
+def others_beside(model, batch_size):
+    """Trials of every other model, to train beside `model`'s."""
+    return [M.Trial(m, h, batch_size, lr, 1, 1) for m in M.MODELS if m != model for h, lr in ((2, 0.01), (5, 0.001))]
+
+
+def assert_same_result(a, b, weight_tol, loss_tol, acc_tol):
+    assert set(a["weights"]) == set(b["weights"])
+    for name in a["weights"]:
+        assert a["weights"][name].dtype == b["weights"][name].dtype
+        assert torch.allclose(a["weights"][name], b["weights"][name], rtol=0, atol=weight_tol), name
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=loss_tol, abs=loss_tol)
+    for split in ("val_acc", "test_acc"):
+        assert a[split] == pytest.approx(b[split], abs=acc_tol)
+
+
+@pytest.mark.parametrize("model", EVERY_MODEL)
+@pytest.mark.parametrize("batch_size", [8, 64])
+def test_every_model_trains_beside_others_as_it_trains_alone(models, model, batch_size, small_data):
+    """float64 on the CPU: a trial trained in a group with other hidden sizes, learning rates,
+    seeds and models ends with the weights, loss and accuracies it ends with when it is the only
+    trial of its group, exactly up to float64 rounding. The one difference is the matmuls'
+    rounding, which depends on the width of the matrix (one ulp, 1e-16): the results agree to
+    1e-12 at lr <= 0.01, and to 1e-7 at lr 0.1, where 34 chaotic steps amplify it (GeGLU at
+    batch size 8: 4e-9 measured). A model that mixed trials would differ by 1e-3 or more."""
+    data = float64(small_data)
+    mine = trials_of(model, batch_size)
+    beside = M.train_group(mine + others_beside(model, batch_size), data, return_weights=True)
+    for t in mine:
+        alone = M.train_group([t], data, return_weights=True)[t]
+        tol = 1e-12 if t.lr <= 0.01 else 1e-7
+        assert_same_result(beside[t], alone, weight_tol=tol, loss_tol=tol, acc_tol=0 if t.lr <= 0.01 else 1 / 600)
+
+
+@pytest.mark.parametrize("model", EVERY_MODEL)
+def test_every_model_trains_as_a_plain_loop_with_torch_adam(models, model, small_data):
+    """float64: every trial equals the plain loop of reference_trial (its own weights, a matmul
+    read-out, F.cross_entropy, torch.optim.Adam): same init, same data order, same Adam up to
+    rounding (lr x the update at lr 1), same train_loss rule. The arithmetic differs only in
+    rounding: the results agree to 1e-12 at lr <= 0.01 (1e-14 measured) and to 1e-7 at the
+    chaotic lr 0.1 (2e-9 measured, GeGLU)."""
+    data = float64(small_data)
+    trials = trials_of(model, 8)
+    results = M.train_group(trials + others_beside(model, 8), data, return_weights=True)
     for t in trials:
         weights, train_loss, acc = reference_trial(t.model, t.hidden, t.batch_size, t.lr, t.seed, data)
-        r = results[t]
-        assert set(r["weights"]) == set(weights)
-        for name in weights:
-            assert r["weights"][name].dtype == weights[name].dtype
-            assert torch.allclose(r["weights"][name], weights[name], rtol=0, atol=weight_tol), (t, name)
-        assert r["train_loss"] == pytest.approx(train_loss, rel=loss_tol, abs=loss_tol)
-        assert r["val_acc"] == pytest.approx(acc["val"], abs=1.5 / 600)
-        assert r["test_acc"] == pytest.approx(acc["test"], abs=1.5 / 600)
-        assert r["params"] == sum(v.numel() for v in weights.values())
-    return results
+        plain = {"weights": weights, "train_loss": train_loss, "val_acc": acc["val"], "test_acc": acc["test"]}
+        tol = 1e-12 if t.lr <= 0.01 else 1e-7
+        assert_same_result(results[t], plain, weight_tol=tol, loss_tol=tol, acc_tol=1.5 / 600)
+        assert results[t]["params"] == sum(v.numel() for v in weights.values())
+    # and it learned: the loss fell below log(10) = 2.30, the accuracy far above chance (0.1)
+    best = min(results[t]["train_loss"] for t in trials)
+    assert best < 1.5 and max(results[t]["val_acc"] for t in trials) > 0.6
 
 
-@pytest.mark.parametrize("batch_size", [8, 64])
-def test_batched_training_equals_each_trial_trained_alone_float64(small_data, batch_size):
-    """In float64 the rounding differences between one big batched matmul and many small ones
-    (and between Adam's update at lr and lr times its update at lr 1) are ~1e-16, so even the
-    chaotic lr 0.1 trials must agree to 1e-9: same init, same data order, same Adam (up to
-    rounding), same train_loss definition."""
-    data = {k: v.double() if v.is_floating_point() else v for k, v in small_data.items()}
-    results = check_equivalence(data, batch_size, CONFIGS, weight_tol=1e-9, loss_tol=1e-9)
-    best = results[M.Trial("relu", 16, batch_size, 0.01, 0, 1)]
-    # it learned: the loss fell below log(10) = 2.30 and accuracy rose far above chance (0.1)
-    assert best["train_loss"] < (2.0 if batch_size == 8 else 2.2)
-    assert best["val_acc"] > (0.5 if batch_size == 8 else 0.2)  # 34 steps or only 5
-
-
-def test_batched_training_equals_each_trial_trained_alone_float32(small_data):
-    """In float32 (what the study runs in) rounding differences grow with chaotic training, so
-    the stable configurations are compared, to 1e-5 on weights of size ~0.02."""
-    stable = [c for c in CONFIGS if c[2] <= 0.001] + [("relu", 16, 0.01), ("relu", 2, 0.01)]
-    check_equivalence(small_data, 64, stable, weight_tol=1e-5, loss_tol=1e-5)
+@pytest.mark.parametrize("model", EVERY_MODEL)
+def test_float32_beside_others_within_stated_tolerance(models, model, small_data):
+    """float32, what the study runs in: beside others and alone differ by the matmuls' rounding
+    (~1e-7 relative), which training amplifies the more, the higher the learning rate. After 34
+    steps at batch size 8 the weights (of size 0.02 to 1) agree to 2e-6 at lr 0.001 (6e-7
+    measured) and to 1e-4 at lr 0.01 (2e-5 measured, the normalising model); at lr 0.1 training
+    is chaotic (up to 7e-3 measured) and only the float64 test above can speak for it."""
+    trials = [t for t in trials_of(model, 8) if t.lr <= 0.01]
+    beside = M.train_group(trials + others_beside(model, 8), small_data, return_weights=True)
+    for t in trials:
+        alone = M.train_group([t], small_data, return_weights=True)[t]
+        tol = {0.001: 2e-6, 0.01: 1e-4}[t.lr]
+        assert_same_result(beside[t], alone, weight_tol=tol, loss_tol=tol, acc_tol=1.5 / 600)
 
 
 def test_several_epochs_equal_the_plain_loop(small_data):
     """--epochs 3: a new data order each epoch, Adam's state carried over, train_loss from the
     last epoch only (float64, 100 images, batch size 8: 13 steps an epoch, the last one of 4)."""
-    data = {k: (v.double() if v.is_floating_point() else v) for k, v in small_data.items()}
+    data = float64(small_data)
     data = dict(data, train_x=data["train_x"][:100], train_y=data["train_y"][:100])
-    trials = [M.Trial(model, h, 8, lr, seed, 3) for model, h, lr in CONFIGS[:4] for seed in (0, 2)]
+    trials = [M.Trial(model, h, 8, lr, seed, 3) for model, h, lr in (("relu", 2, 0.01), ("geglu", 4, 0.01),
+                                                                     ("relu", 16, 0.1)) for seed in (0, 2)]
     results = M.train_group(trials, data, return_weights=True)
     for t in trials:
         weights, train_loss, acc = reference_trial(t.model, t.hidden, 8, t.lr, t.seed, data, epochs=3)
-        for name in weights:
-            assert torch.allclose(results[t]["weights"][name], weights[name], rtol=0, atol=1e-9), (t, name)
-        assert results[t]["train_loss"] == pytest.approx(train_loss, rel=1e-9)
-        assert results[t]["test_acc"] == pytest.approx(acc["test"], abs=1.5 / 600)
+        plain = {"weights": weights, "train_loss": train_loss, "val_acc": acc["val"], "test_acc": acc["test"]}
+        assert_same_result(results[t], plain, weight_tol=1e-9, loss_tol=1e-9, acc_tol=1.5 / 600)
 
 
-def test_a_diverging_trial_changes_no_other_trial(small_data):
-    """The same layout twice, once with two trials at lr 1e30 (they overflow to inf/NaN), once with
-    them at a sane lr: every other trial's weights and numbers are bit-for-bit the same."""
-    base = [M.Trial(model, h, 8, lr, seed, 1) for model, h, lr in CONFIGS for seed in (0, 1)]
-    sane = base + [M.Trial("relu", 3, 8, 0.001, 0, 1), M.Trial("geglu", 3, 8, 0.001, 1, 1)]
-    wild = base + [M.Trial("relu", 3, 8, 1e30, 0, 1), M.Trial("geglu", 3, 8, 1e30, 1, 1)]
+def test_a_diverging_trial_changes_no_other_trial(models, small_data):
+    """The same layout twice, once with three trials at lr 1e30 (they overflow to inf/NaN, one of
+    them a model that normalises over its units), once with them at a sane lr: every other
+    trial's weights and numbers are bit-for-bit the same."""
+    base = [M.Trial(m, h, 8, lr, seed, 1) for m in EVERY_MODEL for h, lr in ((3, 0.01), (8, 0.1)) for seed in (0, 1)]
+    wild_models = ("relu", "geglu", "rmsnorm_relu")
+    sane = base + [M.Trial(m, 5, 8, 0.001, 0, 1) for m in wild_models]
+    wild = base + [M.Trial(m, 5, 8, 1e30, 0, 1) for m in wild_models]
     a = M.train_group(sane, small_data, return_weights=True)
     b = M.train_group(wild, small_data, return_weights=True)
-    for t in wild[-2:]:
-        assert not all(torch.isfinite(w).all() for w in b[t]["weights"].values()) or math.isnan(b[t]["train_loss"])
-        assert math.isnan(b[t]["train_loss"]) or math.isinf(b[t]["train_loss"])
+    for t in wild[len(base):]:  # they did diverge (a loss of nan, inf or astronomically large)
+        assert not b[t]["train_loss"] < 100
     for t in base:
         for name in a[t]["weights"]:
             assert torch.equal(a[t]["weights"][name], b[t]["weights"][name]), (t, name)
@@ -335,27 +438,16 @@ def test_a_diverging_trial_changes_no_other_trial(small_data):
 
 def test_groups_trained_at_once_equal_groups_trained_one_by_one(small_data):
     """train_groups (the script's --workers 2) trains the groups in two threads: each group's
-    numbers and weights are bit-for-bit those of training it alone."""
-    groups = [[M.Trial(model, h, bs, lr, seed, 1) for model, h, lr in CONFIGS for seed in (0, 1)] for bs in (8, 64)]
-    alone = {g[0].batch_size: M.train_group(g, small_data, return_weights=True) for g in groups}
+    numbers are bit-for-bit those of training it alone."""
+    groups = [[M.Trial(m, h, bs, lr, seed, 1) for m in M.MODELS for h, lr in ((2, 0.01), (16, 0.1))
+               for seed in (0, 1)] for bs in (8, 64)]
+    alone = {g[0].batch_size: M.train_group(g, small_data) for g in groups}
     together = {g[0].batch_size: r for g, r in M.train_groups(groups, small_data, workers=2)}
     assert set(together) == {8, 64}
     for bs, results in together.items():
         assert set(results) == set(alone[bs])
         for t, r in results.items():
-            assert {k: v for k, v in r.items() if k != "time"} == \
-                   {k: v for k, v in alone[bs][t].items() if k not in ("time", "weights")}
-    # and the weights: train_groups returns no weights, so compare a run of train_group in a thread
-    # beside another group against the one alone
-    import threading
-    beside = {}
-    worker = threading.Thread(target=lambda: beside.update(M.train_group(groups[1], small_data)))
-    worker.start()
-    mine = M.train_group(groups[0], small_data, return_weights=True)
-    worker.join()
-    for t in groups[0]:
-        for name, w in mine[t]["weights"].items():
-            assert torch.equal(w, alone[8][t]["weights"][name])
+            assert {k: v for k, v in r.items() if k != "time"} == {k: v for k, v in alone[bs][t].items() if k != "time"}
 
 
 def test_a_stopped_run_stops_its_other_groups(small_data):
@@ -369,7 +461,7 @@ def test_a_stopped_run_stops_its_other_groups(small_data):
     assert group == quick and set(results) == set(quick)
     run.close()  # returns once the slow group has stopped
     slow_reports = [f for gi, f in reports if gi == 1]
-    assert max(slow_reports, default=0) < 0.5  # run to its end, it would report 43 times, up to 1.0
+    assert max(slow_reports, default=0) < 0.5  # run to its end, it would report up to 1.0
 
 
 def test_param_match_rule():
@@ -385,7 +477,7 @@ def test_param_match_rule():
 
 
 # ------------------------------------------------------------------------------------------
-# the command line, the log and resume
+# the command line, the log and resume (on the synthetic set)
 
 SMALL = ["--train-limit", "160", "--seeds", "2", "--hidden", "2,4", "--lrs", "0.01,0.001",
          "--batch-sizes", "8,64"]
@@ -398,11 +490,12 @@ def trial_lines(path, drop_time=True):
 
 
 @pytest.fixture(scope="module")
-def full_run(mnist_dir, tmp_path_factory):
+def full_run(synthetic_dir, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("logs")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        path = M.main(SMALL + ["--data-dir", str(mnist_dir), "--log-dir", str(log_dir), "--param-match"])
+        path = M.main(SMALL + ["--data-dir", str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir),
+                               "--param-match"])
     return path, out.getvalue()
 
 
@@ -423,7 +516,7 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
     config = records[1][2]
     assert config["models"] == "relu,geglu" and config["hidden"] == "2,4" and config["seeds"] == "0,1"
     assert config["split_seed"] == "42" and config["param_match"] == "1" and config["train"] == "160"
-    assert config["val"] == "12000" and config["init_std"] == "0.02" and config["data"] == "mnist"
+    assert config["val"] == "12000" and config["init_std"] == "0.02" and config["data"] == "unverified"
     trials = [r[2] for r in records if r[0] == "trial"]
     # 2 models x 2 hidden x 2 batch sizes x 2 lrs x 2 seeds, plus GeGLU at h=1 (param-matched to ReLU h=2)
     assert len(trials) == 32 + 8
@@ -437,7 +530,7 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
         assert re.fullmatch(r"\d+\.\d+s", t["time"])
     assert {int(t["hidden"]) for t in trials if t["model"] == "geglu"} == {1, 2, 4}
     done = records[-1][2]
-    assert done["trials"] == "40" and re.fullmatch(r"\d+\.\d+s", done["time"])
+    assert done["trials"] == "40" and re.fullmatch(r"\d+\.\d+s", done["time"]) and done["status"] == "ok"
     # each group's clock is shared out among its trials, and the two groups train at once
     # (--workers 2), so the trial times add up to at most twice the run's wall time
     assert sum(float(t["time"][:-1]) for t in trials) <= 2 * float(done["time"][:-1]) + 0.1
@@ -446,7 +539,7 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
     assert out.rstrip().endswith(f"next: python analyze.py {path}")
 
 
-def test_resume_after_a_kill_gives_the_same_trial_lines(full_run, mnist_dir, tmp_path):
+def test_resume_after_a_kill_gives_the_same_trial_lines(full_run, synthetic_dir, tmp_path):
     full_run = full_run[0]
     lines = full_run.read_text().split("\n")
     end = lines.index("=" * 100, 2)
@@ -455,18 +548,18 @@ def test_resume_after_a_kill_gives_the_same_trial_lines(full_run, mnist_dir, tmp
     cut = tmp_path / full_run.name
     seventh = lines[first_trial + 6]
     cut.write_text("\n".join(lines[:first_trial + 6]) + "\n" + seventh[:seventh.index(" time:")])
-    path = M.main(["--resume", str(cut), "--data-dir", str(mnist_dir)])
+    path = M.main(["--resume", str(cut), "--data-dir", str(synthetic_dir)])  # --no-checksum from the log
     assert path == cut
     assert sorted(trial_lines(cut)) == sorted(trial_lines(full_run))
     assert len(set(trial_lines(cut))) == len(trial_lines(cut))
     assert [r[0] for r in read_records(cut)].count("done") == 1
     # resuming a complete log trains nothing and writes nothing
     before = cut.read_text()
-    M.main(["--resume", str(cut), "--data-dir", str(mnist_dir)])
+    M.main(["--resume", str(cut), "--data-dir", str(synthetic_dir)])
     assert cut.read_text() == before
 
 
-def test_resume_fills_the_gaps_of_a_group(full_run, mnist_dir, tmp_path):
+def test_resume_fills_the_gaps_of_a_group(full_run, synthetic_dir, tmp_path):
     full_run = full_run[0]
     lines = full_run.read_text().split("\n")
     keep = [line for line in lines if not (line.startswith("trial:") and " seed:1 " in line
@@ -474,15 +567,43 @@ def test_resume_fills_the_gaps_of_a_group(full_run, mnist_dir, tmp_path):
             and not line.startswith("done:")]
     gap = tmp_path / full_run.name
     gap.write_text("\n".join(keep))
-    M.main(["--resume", str(gap), "--data-dir", str(mnist_dir)])
+    M.main(["--resume", str(gap), "--data-dir", str(synthetic_dir)])
     assert sorted(trial_lines(gap)) == sorted(trial_lines(full_run))
     assert read_records(gap)[-1][2]["new_trials"] == "4"  # ReLU, h 2 and 4, two lrs, seed 1
 
 
-def test_resume_refuses_a_different_grid(full_run, mnist_dir):
-    with pytest.raises(SystemExit, match="--seeds"):
-        M.main(["--resume", str(full_run[0]), "--data-dir", str(mnist_dir), "--seeds", "3"])
+def test_resume_refuses_a_different_grid(full_run, synthetic_dir, capsys):
+    with pytest.raises(SystemExit) as info:
+        M.main(["--resume", str(full_run[0]), "--data-dir", str(synthetic_dir), "--seeds", "3"])
+    assert info.value.code == 2 and "--seeds" in capsys.readouterr().err
 
+
+def test_a_log_of_the_previous_trainer_resumes(mnist_dir, repo_root, tmp_path):
+    """logs/reference/mnist-cpu.txt was written by the trainer before this one (a block-diagonal
+    read-out): with one batch-size-64 trial line and its done: line taken out, --resume retrains
+    that group and writes back the missing line, which the new trainer computes as the old one
+    did, up to float32 rounding (lr 0.001 is not chaotic: the accuracies agree to a few images)."""
+    reference = (repo_root / "logs" / "reference" / "mnist-cpu.txt").read_text().split("\n")
+    target = next(i for i, line in enumerate(reference)
+                  if line.startswith("trial: model:geglu hidden:16 batch_size:64 lr:0.001 seed:3 "))
+    removed = reference[target]
+    log = tmp_path / "mnist-20261123-003631-5e33f3a7.txt"
+    log.write_text("\n".join(line for i, line in enumerate(reference) if i != target and not line.startswith("done:")))
+    M.main(["--resume", str(log), "--data-dir", str(mnist_dir), "--threads", "1"])
+    records = read_records(log)
+    new = [v for name, _, v in records if name == "trial" and v["model"] == "geglu" and v["hidden"] == "16"
+           and v["batch_size"] == "64" and v["lr"] == "0.001" and v["seed"] == "3"]
+    assert len(new) == 1 and len([r for r in records if r[0] == "trial"]) == 512
+    old = parse_line(removed)[2]
+    for key in ("val_acc", "test_acc"):
+        assert float(new[0][key]) == pytest.approx(float(old[key]), abs=5e-4)  # 6 of 12,000 images
+    assert float(new[0]["train_loss"]) == pytest.approx(float(old["train_loss"]), abs=2e-3)
+    assert records[-1][2]["new_trials"] == "1" and records[-1][2]["status"] == "ok"
+
+
+# ------------------------------------------------------------------------------------------
+# bad input: one line `error: ...`, exit status 2, nothing written; Ctrl-C: a record and the
+# command that resumes
 
 @pytest.mark.parametrize("args, complaint", [
     (["--models", "relu,swish"], "unknown model"),
@@ -491,19 +612,93 @@ def test_resume_refuses_a_different_grid(full_run, mnist_dir):
     (["--hidden", "0,4"], "positive"),
     (["--lrs", "0.1,-0.01"], "positive"),
     (["--lrs", "nan"], "positive"),
+    (["--lrs", "inf"], "finite"),
+    (["--lrs", "1e400"], "finite"),
     (["--batch-sizes", "0"], "positive"),
     (["--seeds", "0"], "at least 1"),
     (["--epochs", "two"], "integer"),
+    (["--threads", "0"], "at least 1"),
+    (["--train-limit", "-5"], "at least 0"),
     (["--device", "tpu"], "invalid choice"),
+    (["--no-such-flag"], "unrecognized arguments"),
+    (["--models", "relu", "--param-match"], "needs both relu and geglu"),
 ])
-def test_the_parser_refuses_bad_values(args, complaint, capsys):
+def test_the_parser_refuses_bad_values_in_one_line(args, complaint, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
-        M.main(args)
+        M.main(args + ["--log-dir", str(tmp_path / "logs")])
     assert info.value.code == 2
-    assert complaint in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and complaint in err
+    assert not (tmp_path / "logs").exists()
 
 
-def test_param_match_needs_both_models(capsys):
-    with pytest.raises(SystemExit):
-        M.main(["--models", "relu", "--param-match"])
-    assert "needs both relu and geglu" in capsys.readouterr().err
+def run_script(repo_root, *args, **kwargs):
+    return subprocess.run([sys.executable, str(repo_root / "train_mnist_ffn.py"), *args], capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+def one_line_error(run):
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith("error: ") and run.stderr.count("\n") == 1, run.stderr
+    assert "Traceback" not in run.stderr
+    return run.stderr
+
+
+def test_bad_files_and_folders_get_one_line(repo_root, synthetic_dir, tmp_path):
+    gpt_log = tmp_path / "gpt-20261201-000000-0123abcd.txt"
+    gpt_log.write_text("run:gpt id:0123abcd\nconfig: mlp:relu2 n_layer:2 seq_len:64 seed:0\n"
+                       "step:0/40 val_loss:6.3000 train_time:0ms step_avg:nanms tokens:0\n")
+    message = one_line_error(run_script(repo_root, "--resume", str(gpt_log), "--data-dir", str(synthetic_dir)))
+    assert "not a train_mnist_ffn.py grid" in message
+    garbage = tmp_path / "garbage.txt"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    assert "no config: line" in one_line_error(run_script(repo_root, "--resume", str(garbage)))
+    assert "no such log" in one_line_error(run_script(repo_root, "--resume", str(tmp_path / "absent.txt")))
+    assert "no such folder" in one_line_error(run_script(repo_root, "--data-dir", str(tmp_path / "nowhere")))
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    message = one_line_error(run_script(repo_root, "--log-dir", str(blocked / "logs"), "--data-dir",
+                                        str(synthetic_dir), "--no-checksum"))
+    assert f"--log-dir {blocked / 'logs'}: cannot write there" in message
+    # a corrupt file of a folder given with --data-dir: named, with what to do, and no log written
+    folder = tmp_path / "m"
+    shutil.copytree(synthetic_dir, folder)
+    (folder / "t10k-images-idx3-ubyte").unlink()
+    (folder / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    message = one_line_error(run_script(repo_root, "--data-dir", str(folder), "--no-checksum", "--log-dir",
+                                        str(tmp_path / "logs")))
+    assert "t10k-images-idx3-ubyte.gz: corrupt" in message and "replace it with an intact copy" in message
+    assert not list((tmp_path / "logs").iterdir())
+
+
+def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synthetic_dir, tmp_path):
+    """SIGINT while the batch-size-1 group trains (the batch-size-64 group has finished): exit
+    status 130 within a second, the finished group's lines, a done: record with
+    status:interrupted, and the resume command; that command then finishes the grid."""
+    log_dir = tmp_path / "logs"
+    process = subprocess.Popen([sys.executable, "-u", str(repo_root / "train_mnist_ffn.py"), "--data-dir",
+                                str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir), "--train-limit",
+                                "20000", "--seeds", "1", "--hidden", "2", "--lrs", "0.01", "--batch-sizes", "64,1",
+                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # with one worker the groups train in --batch-sizes order
+        if "trials done (batch size 64)" in line:
+            break
+    time.sleep(0.3)
+    sent = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert time.perf_counter() - sent < 1.0
+    assert process.returncode == 130, err
+    log = next(log_dir.glob("mnist-*.txt"))
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert f"resume with: python train_mnist_ffn.py --resume {log}" in err
+    records = read_records(log)
+    done = [v for name, _, v in records if name == "done"]
+    assert len(done) == 1 and done[0]["status"] == "interrupted"
+    finished = [v for name, _, v in records if name == "trial"]
+    assert len(finished) == int(done[0]["new_trials"]) == 2  # one group: relu and geglu at h 2
+    resumed = run_script(repo_root, "--resume", str(log), "--data-dir", str(synthetic_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    records = read_records(log)
+    assert len([r for r in records if r[0] == "trial"]) == 4
+    assert [v["status"] for name, _, v in records if name == "done"] == ["interrupted", "ok"]
