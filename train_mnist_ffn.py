@@ -32,10 +32,11 @@ trial; and the read-out sums each trial's own hidden units into its own 10 logit
 The loss is the sum of the trials' mean cross-entropies, so each trial's gradient is exactly
 its own, and a trial that diverges to inf/NaN cannot touch another: nothing ever adds one
 trial's numbers to another's. Autograd runs only through the model functions (the code one
-edits); the matmuls, the read-out and the loss are differentiated by hand. Adam is
-torch.optim.Adam(fused=True) at lr 1, scaled by each trial's learning rate (PerTrialLrAdam).
-Each trial therefore computes what it computes alone, up to float rounding (the tests check
-every entry of MODELS, in float64, against training it alone and against a plain loop).
+edits); the matmuls, the read-out and the loss are differentiated by hand. One
+torch.optim.Adam(fused=True) at lr 1 trains every trial at its own learning rate: each weight
+is kept divided by its trial's lr (train_group says why that is exactly Adam at lr). Each trial
+therefore computes what it computes alone, up to float rounding (the tests check every entry of
+MODELS, in float64, against training it alone and against a plain loop).
 
 Rules that make every trial reproducible and the comparison paired:
 - split: the 60,000 training images are split 48,000 train / 12,000 validation by
@@ -127,6 +128,7 @@ SPLIT_SEED = 42       # the 48,000 / 12,000 train / validation split
 INIT_STD = 0.02       # every weight is N(0, 1) * 0.02
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+FUSED_ADAM = True     # torch.optim.Adam's fused kernel: one pass over the weights (bench --tricks)
 N_TRAIN, N_VAL = 48_000, 12_000
 
 
@@ -371,13 +373,13 @@ class Layout:
         return torch.cat([MODELS[model][0]({name: next(projections).view(S, B, len(lrs), hidden) for name in columns})
                           .reshape(S, B, -1) for model, hidden, lrs, columns, _ in self.blocks], -1)
 
-    def logits(self, h):
-        """Each trial's 10 logits [S, B, 10, K] from all hidden units h [S, B, C]: unit c adds
-        h[c] * W_out[c] to its own trial's logits only (index_add), so an inf or NaN stays in its
-        trial. (Summed with the units before the classes, 2-3x faster than after on the CPU; the
-        logits come back with the classes before the trials, where a softmax over them is ~10x
-        faster than over a short last axis.)"""
-        products = h.unsqueeze(3) * self.w_out.unsqueeze(1)  # [S, B, C, 10]
+    def logits(self, h, w_out):
+        """Each trial's 10 logits [S, B, 10, K] from all hidden units h [S, B, C] and the read-outs
+        W_out [S, C, 10]: unit c adds h[c] * W_out[c] to its own trial's logits only (index_add),
+        so an inf or NaN stays in its trial. (Summed with the units before the classes, 2-3x
+        faster than after on the CPU; the logits come back with the classes before the trials,
+        where a softmax over them is ~10x faster than over a short last axis.)"""
+        products = h.unsqueeze(3) * w_out.unsqueeze(1)  # [S, B, C, 10]
         logits = products.new_zeros(*products.shape[:2], len(self.slots), 10).index_add_(2, self.unit_trial, products)
         return logits.transpose(2, 3)
 
@@ -391,40 +393,17 @@ class Layout:
         return {name: w.detach().cpu().clone() for name, w in weights.items()}
 
 
-def readout_grads(layout, h, y):
-    """The read-out and the loss, differentiated by hand: from hidden units h [S, B, C] and one-hot
-    targets y [S, B, 10, 1], each trial's logits [S, B, 10, K] and the gradients of the summed
-    mean cross-entropies with respect to h and W_out. d loss / d logits = (softmax - one-hot) / B
-    for each trial; a unit's gradients come from its own trial's logits only."""
-    logits = layout.logits(h)
+def readout_grads(layout, h, y, w_out):
+    """The read-out and the loss, differentiated by hand: from hidden units h [S, B, C], one-hot
+    targets y [S, B, 10, 1] and W_out [S, C, 10], each trial's logits [S, B, 10, K] and the
+    gradients of the summed mean cross-entropies with respect to h and W_out. d loss / d logits
+    = (softmax - one-hot) / B for each trial; a unit's gradients come from its own trial's logits."""
+    logits = layout.logits(h, w_out)
     d_logits = torch.softmax(logits, 2).sub_(y).div_(h.shape[1])  # [S, B, 10, K]
     d_units = d_logits.transpose(2, 3).index_select(2, layout.unit_trial)  # [S, B, C, 10]
-    grad_h = (d_units * layout.w_out.unsqueeze(1)).sum(3)  # [S, B, C]
+    grad_h = (d_units * w_out.unsqueeze(1)).sum(3)  # [S, B, C]
     grad_out = (d_units * h.unsqueeze(3)).sum(1)  # [S, C, 10]
     return logits, grad_h, grad_out
-
-
-class PerTrialLrAdam:
-    """Adam (torch.optim.Adam's arithmetic) with a learning rate per weight column, one per trial.
-    Adam's moments do not depend on the learning rate, so the update at lr is lr times the update
-    at lr 1: torch.optim.Adam(fused=True) at lr 1 moves a zero `unit` tensor by that unit update
-    in one fused pass over the weights, and each weight then moves by its trial's lr times it.
-    Every op is elementwise, so a trial's NaN stays in its own weights."""
-
-    def __init__(self, params, lrs):
-        self.params, self.lrs = params, lrs  # lrs[i] broadcasts over params[i]
-        self.units = [torch.zeros_like(p) for p in params]
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in params]
-
-    def step(self, grads):
-        torch._foreach_add_(self.steps, 1)
-        torch._fused_adam_(self.units, grads, self.m, self.v, [], self.steps, lr=1.0, beta1=ADAM_BETAS[0],
-                           beta2=ADAM_BETAS[1], weight_decay=0.0, eps=ADAM_EPS, amsgrad=False, maximize=False)
-        for p, unit, lr in zip(self.params, self.units, self.lrs):
-            p.addcmul_(unit, lr)
-            unit.zero_()
 
 
 def trained_pixels(train_x):
@@ -449,8 +428,14 @@ def train_group(trials, data, progress=None, return_weights=False):
     S, K = len(layout.seeds), len(layout.slots)
     pixels = trained_pixels(data["train_x"])
     train_x = data["train_x"][:, pixels]  # [n, P]
-    w_x = layout.w_x[:, pixels].contiguous()  # [S, P, Cx]: the rows training moves
-    adam = PerTrialLrAdam([w_x, layout.w_out], [layout.lr_x, layout.lr_out])
+    # Adam with one learning rate per trial, in one fused pass over all the weights. Each weight
+    # w is kept as q = w / lr, lr its trial's. torch.optim.Adam at lr 1, handed the gradient of
+    # w, moves q by Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the
+    # gradient only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the
+    # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column.
+    q_x = (layout.w_x[:, pixels] / layout.lr_x).contiguous()  # [S, P, Cx]: the rows training moves
+    q_out = layout.w_out / layout.lr_out  # [S, C, 10]
+    adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM)
     targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
     n = len(targets)
     orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds]).to(device)  # [S, epochs, n]
@@ -465,18 +450,21 @@ def train_group(trials, data, progress=None, return_weights=False):
             y = targets.index_select(0, index).view(S, -1, 10, 1)  # [S, B, 10, 1]
             # Autograd records only the model functions (the code one edits); the matmuls, the
             # read-out and the loss around them are differentiated by hand.
-            xw = torch.bmm(x, w_x).requires_grad_()  # [S, B, Cx]
+            xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, Cx]: x @ W_x
+            w_out = q_out * layout.lr_out
             h = layout.hidden_units(xw)  # [S, B, C]
             with torch.no_grad():
-                logits, grad_h, grad_out = readout_grads(layout, h, y)
+                logits, grad_h, grad_out = readout_grads(layout, h, y, w_out)
                 if step >= loss_from:  # each trial's mean cross-entropy on this batch
                     loss_sum += (torch.logsumexp(logits, 2) - (logits * y).sum(2)).mean(1)
             grad_xw, = torch.autograd.grad(h, xw, grad_h)
-            adam.step([torch.bmm(x.transpose(1, 2), grad_xw), grad_out])
+            q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
+            adam.step()
             step += 1
             if progress is not None and step % 25 == 0:
                 progress(step / (epochs * steps_per_epoch))
-    layout.w_x[:, pixels] = w_x  # the trained rows back among the untouched ones
+    layout.w_x[:, pixels] = q_x * layout.lr_x  # the trained weights, the trained rows among the untouched
+    layout.w_out = q_out * layout.lr_out
     # evaluation: every trial's accuracy on the validation and test images
     accuracy = {}
     with torch.no_grad():
@@ -485,7 +473,7 @@ def train_group(trials, data, progress=None, return_weights=False):
             chunk = max(1, 4_000_000 // (S * layout.w_out.shape[1] * 10))
             correct = torch.zeros(S, K, dtype=torch.long, device=device)
             for j in range(0, len(ys), chunk):
-                logits = layout.logits(layout.hidden_units(xs[j:j + chunk] @ layout.w_x))
+                logits = layout.logits(layout.hidden_units(xs[j:j + chunk] @ layout.w_x), layout.w_out)
                 correct += (logits.argmax(2) == ys[j:j + chunk, None]).sum(1)
                 if progress is not None:  # (it may stop the evaluation too)
                     progress(1.0)

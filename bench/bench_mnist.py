@@ -58,29 +58,10 @@ def plain_trial(t, data):
 # The batched trainer without one trick at a time: each replaces one piece of the script by the
 # plain way of doing the same thing (the numbers stay the same up to float rounding).
 
-class PlainPerTrialLrAdam:
-    """Adam with a learning rate per weight column in plain public tensor ops, as one would first
-    write it: six passes over the weights instead of the fused kernel's one (no `unit` tensor)."""
-
-    def __init__(self, params, lrs):
-        self.params, self.lrs, self.t = params, lrs, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    def step(self, grads):
-        self.t += 1
-        (b1, b2), eps = M.ADAM_BETAS, M.ADAM_EPS
-        for p, g, m, v, lr in zip(self.params, grads, self.m, self.v, self.lrs):
-            m.lerp_(g, 1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v / (1 - b2 ** self.t)).sqrt_().add_(eps)
-            p.addcdiv_(m * lr, denom, value=-1 / (1 - b1 ** self.t))
-
-
-def autograd_readout_grads(layout, h, y):
+def autograd_readout_grads(layout, h, y, w_out):
     """The read-out and the loss differentiated by autograd instead of by hand."""
     with torch.enable_grad():
-        h, w_out = h.detach().requires_grad_(), layout.w_out.detach().requires_grad_()
+        h, w_out = h.detach().requires_grad_(), w_out.detach().requires_grad_()
         products = h.unsqueeze(3) * w_out.unsqueeze(1)
         logits = products.new_zeros(*products.shape[:2], len(layout.slots), 10).index_add(
             2, layout.unit_trial, products).transpose(2, 3)
@@ -113,7 +94,7 @@ TRICKS = [  # (what the script does, how the bench takes it away, workers)
     ("subnormal floats flushed to zero", denormals_kept, None),
     ("always-dark pixels left out of training", lambda: replaced("trained_pixels", lambda x: torch.arange(784)), None),
     ("read-out and loss differentiated by hand", lambda: replaced("readout_grads", autograd_readout_grads), None),
-    ("fused Adam at lr 1, times each trial's lr", lambda: replaced("PerTrialLrAdam", PlainPerTrialLrAdam), None),
+    ("Adam's fused kernel (one pass over the weights)", lambda: replaced("FUSED_ADAM", False), None),
 ]
 
 
