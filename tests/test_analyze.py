@@ -1230,7 +1230,11 @@ def test_interleaving_verdicts_and_the_drift_they_let_in():
             ("bbbbbbcbcccccc", "not interleaved: the runs come in blocks (runs test p=0.025)", 76 / 7 - 29 / 7),
             # blocks of three: the runs test of 12 runs cannot see them (p = 62/924 = 0.067), the gap does
             ("bbbcccbbbccc", "not interleaved: this group started 3.0 runs after its baseline on average", 3.0),
-            ("cccbbbcccbbb", "not interleaved: this group started 3.0 runs before its baseline on average", -3.0)]:
+            ("cccbbbcccbbb", "not interleaved: this group started 3.0 runs before its baseline on average", -3.0),
+            # unequal counts: alternating all the counts allow still leaves a large gap, and the gap decides
+            ("bbbbbbbbcb", "not interleaved: this group started 3.9 runs after its baseline on average", 9 - 46 / 9),
+            ("bcbbbbbbbb", "not interleaved: this group started 3.9 runs before its baseline on average", 2 - 53 / 9),
+            ("bbbbbcb", "not interleaved: this group started 2.3 runs after its baseline on average", 6 - 22 / 6)]:
         v = order_verdict(order)
         assert (v["verdict"], v["order"]) == (verdict, order)
         assert v["position_gap"] == pytest.approx(gap, abs=0.05)
