@@ -71,6 +71,11 @@ GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
 MAX_RUNS_NEEDED = 10 ** 7  # "runs needed" beyond this is reported as not reachable
+# The largest --k, --bootstrap and --resamples accepted: far beyond what the estimates need (a
+# search of 10**6 trials keeps the pool's best one; intervals and p-values settle within a few
+# thousand resamples), and it keeps the arrays they size below numpy's dimension limit, which a
+# value like 10**20 hits with a ValueError traceback (not the MemoryError main() catches).
+MAX_COUNT = 10 ** 6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2106,6 +2111,8 @@ def positive_ints(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 2,4,8")
+    if max(values) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_COUNT} (10**6)")
     return values
 
 
@@ -2152,11 +2159,15 @@ def main(argv=None):
                         help="log files or directories (default: logs/, without logs/reference/: the "
                              "committed reference runs would otherwise join the pool of your own runs)")
     parser.add_argument("--out", default="plots", help="where the PNGs, summary.md and summary.json go")
-    parser.add_argument("--k", type=positive_ints, default=[2, 4, 8], help="search budgets (default 2,4,8)")
-    parser.add_argument("--bootstrap", type=positive_int, default=50, help="simulated searches per point")
+    parser.add_argument("--k", type=positive_ints, default=[2, 4, 8],
+                        help="search budgets (default 2,4,8; each at most 10**6, where a search keeps the "
+                             "pool's best trial long before)")
+    parser.add_argument("--bootstrap", type=positive_int, default=50,
+                        help="simulated searches per point (at most 10**6)")
     parser.add_argument("--resamples", type=positive_int, default=2000,
                         help="seed-bootstrap resamples (intervals) and label permutations "
-                             "(p-values) for P(GeGLU > ReLU); GPT: resamples of the equal-loss interval")
+                             "(p-values) for P(GeGLU > ReLU); GPT: resamples of the equal-loss interval "
+                             "(at most 10**6: the intervals and p-values settle within a few thousand)")
     parser.add_argument("--alpha", type=probability, default=0.05, help="family-wise error rate of the verdicts")
     parser.add_argument("--estimator", choices=("dodge", "tang"), default="dodge",
                         help="expected best-of-k: dodge (k draws with replacement, Dodge et al. 2019) or "
@@ -2218,7 +2229,8 @@ def main(argv=None):
         gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
         figures = [] if args.no_figures else (
             (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
-    except MemoryError:  # arrays of --bootstrap x --k, --resamples x seeds or pairs: values a user typed
+    except MemoryError:  # arrays of --bootstrap x --k, --resamples x seeds or pairs: each within MAX_COUNT,
+        # together they can still be more than the machine holds
         print(f"analyze.py: error: out of memory with --k {','.join(map(str, args.k))} --bootstrap {args.bootstrap} "
               f"--resamples {args.resamples}; lower them (defaults: --k 2,4,8 --bootstrap 50 --resamples 2000)",
               file=sys.stderr)
