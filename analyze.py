@@ -56,6 +56,7 @@ import matplotlib.ticker
 HEADER_RULE = "=" * 100          # the two lines that enclose the script's source and environment
 RECORD_BATCH_TOKENS = 512 * 1024  # the ModernArch record's batch: 512 sequences x 1024 tokens
 MODEL_NAMES = {"relu": "FFN_ReLU", "geglu": "FFN_GeGLU"}
+MODEL_SHORT_NAMES = {"geglu": "GeGLU", "relu": "ReLU"}  # as the verdicts and notes spell them
 MODEL_COLORS = {"geglu": "tab:blue", "relu": "tab:orange"}
 PARAMS_PER_HIDDEN = {"relu": 784 + 10, "geglu": 2 * 784 + 10}  # 794h and 1578h (no biases)
 PARAM_MATCH_TOLERANCE = 0.10  # a GeGLU size counts as "equal parameters" within 10% of ReLU's
@@ -821,17 +822,19 @@ def mean_against_wins(c, geglu, relu, replace):
     lower, or the reverse), a note saying why: P counts how often one search ends higher, the mean also
     weighs by how much, so a side that wins most pairs can lose on the mean through rare
     collapses (searches whose k draws all hit a diverging learning rate). Adds the medians
-    and the collapse probabilities to c."""
+    and the collapse probabilities to c, and c["mean_against_wins"]: that winner ("geglu" or
+    "relu"), or None; the figure's caption (mean_against_wins_caption) is made from these."""
     for name, pool in (("geglu", geglu), ("relu", relu)):
         w = selection_weights(pool["val"], c["k"], replace=replace)
         c[f"{name}_median_test"] = float(weighted_quantiles(w, pool["test"], [0.5])[0])
         c[f"{name}_p_collapse"] = float(w @ (pool["test"] < COLLAPSE_BELOW))
     gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
+    c["mean_against_wins"] = None
     if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
         return None  # they agree, or the verdict names no winner that the mean could contradict
     winner, loser = (("geglu", "relu") if wins > 0 else ("relu", "geglu"))
-    names = dict(geglu="GeGLU", relu="ReLU")
-    text = (f"{names[winner]}'s search ends higher in {max(c['p_geglu_better'], 1 - c['p_geglu_better']):.0%} "
+    c["mean_against_wins"] = winner
+    text = (f"{MODEL_SHORT_NAMES[winner]}'s search ends higher in {max(c['p_geglu_better'], 1 - c['p_geglu_better']):.0%} "
             f"of pairs (median test accuracy {c[winner + '_median_test']:.3f} against "
             f"{c[loser + '_median_test']:.3f}) yet has the lower mean E[test]: ")
     if c[f"{winner}_p_collapse"] > c[f"{loser}_p_collapse"]:
@@ -844,14 +847,14 @@ def mean_against_wins(c, geglu, relu, replace):
 
 
 def mean_against_wins_caption(c):
-    """A figure's short form of mean_against_wins' note for comparison c; None where mean and verdict agree."""
-    gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
-    if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
+    """A figure's short form of mean_against_wins' note for comparison c, from what that function
+    recorded in c (it decides, this only words it); None where mean and verdict agree."""
+    if not c["mean_against_wins"]:
         return None
-    w, l = ("geglu", "relu") if wins > 0 else ("relu", "geglu")
-    name = dict(geglu="GeGLU", relu="ReLU")
+    w = c["mean_against_wins"]
+    l = "relu" if w == "geglu" else "geglu"
     text = (f"h={c['hidden']}: the verdict is {c['verdict']} (P = {c['p_geglu_better']:.2f}) though its mean is lower: "
-            f"{name[w]}'s search ends higher in {max(wins, -wins) + 0.5:.0%} of pairs (median "
+            f"{MODEL_SHORT_NAMES[w]}'s search ends higher in {abs(c['p_geglu_better'] - 0.5) + 0.5:.0%} of pairs (median "
             f"{c[w + '_median_test']:.3f} vs {c[l + '_median_test']:.3f}), ")
     if c[w + "_p_collapse"] > c[l + "_p_collapse"]:
         return text + (f"but collapses below {COLLAPSE_BELOW} in {c[w + '_p_collapse']:.1%} of searches "
@@ -2085,9 +2088,12 @@ def summary_json(mnist, gpt, args, files, warnings):
             entry.update(trials=len(pool["val"]), seeds=len(set(pool["seed"])), params=pool["params"],
                          notes=mnist["notes"].get((m, h), []), curve=mnist["curves"][(m, h)])
             summary["mnist"].setdefault(m, {})[str(h)] = entry
-        summary["mnist_comparisons"] = mnist["comparisons"]
+        # c["mean_against_wins"] only feeds the figure captions: the cell's notes already say it,
+        # and summary.json keeps the fields the README lists
+        cells = lambda cs: [{k: v for k, v in c.items() if k != "mean_against_wins"} for c in cs]
+        summary["mnist_comparisons"] = cells(mnist["comparisons"])
         summary["mnist_claim_check"] = mnist["claim"]
-        summary["mnist_param_match_comparisons"] = mnist["param_match"]
+        summary["mnist_param_match_comparisons"] = cells(mnist["param_match"])
         summary["mnist_missing_trials"] = mnist["missing"]
     if gpt:
         summary["gpt"] = gpt["rows"]

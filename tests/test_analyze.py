@@ -1024,7 +1024,8 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     to chance: with k = 2 both draws collapse 1 time in 16, which pulls GeGLU's mean below ReLU's
     while P(GeGLU > ReLU) stays near 15/16."""
     level = {("relu", 2): 0.90, ("geglu", 2): 0.94, ("relu", 4): 0.92, ("geglu", 4): 0.95}
-    summary, md = run_main(tmp_path, mnist_log(tmp_path / "m.txt", level=level, collapse_lr=0.1, seeds=4))
+    path = mnist_log(tmp_path / "m.txt", level=level, collapse_lr=0.1, seeds=4)
+    summary, md = run_main(tmp_path, path)
     c = next(c for c in summary["mnist_comparisons"] if c["hidden"] == 2)
     assert c["geglu_expected_test"] < c["relu_expected_test"] and c["p_geglu_better"] > 0.85
     assert c["geglu_p_collapse"] == pytest.approx(1 / 16) and c["relu_p_collapse"] == 0
@@ -1032,13 +1033,24 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     note = c["notes"][0]
     assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
     assert note in md  # beside the table, as its footnote
-    # and under the figure that shows the means (mnist_k2.png), in short
+    # and under the figure that shows the means (mnist_k2.png), in short, from the cells as the figure
+    # gets them: run_main's analysis again (summary.json leaves out their mean_against_wins)
+    args = argparse.Namespace(seed=0, estimator="dodge", keep_nonfinite=False, k=[2], bootstrap=10, resamples=100,
+                              alpha=0.05)
+    res = analyze.analyse_mnist([analyze.parse_log(path)], args, [])
+    cells = res["comparisons"]
+    assert [(c["hidden"], c["notes"]) for c in cells] == [(c["hidden"], c["notes"]) for c in summary["mnist_comparisons"]]
+    c = next(c for c in cells if c["hidden"] == 2)
+    assert c["mean_against_wins"] == "geglu"
     caption = analyze.mean_against_wins_caption(c)
     assert caption.startswith("h=2: the verdict is GeGLU better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
-    for c in summary["mnist_comparisons"]:  # a caption exactly where the table has the note
-        explained = any(n.startswith(f"k={c['k']}, h=") for n in c["notes"])
-        assert (analyze.mean_against_wins_caption(c) is not None) == explained
-    assert analyze.mean_against_wins_caption(dict(c, geglu_expected_test=c["relu_expected_test"] + 0.01)) is None
+    for cell in cells:  # a caption exactly where the table has the note
+        explained = any(n.startswith(f"k={cell['k']}, h=") for n in cell["notes"])
+        assert (analyze.mean_against_wins_caption(cell) is not None) == explained
+    # where mean and verdict agree, neither note nor caption
+    agree = dict(c, geglu_expected_test=c["relu_expected_test"] + 0.01)
+    assert analyze.mean_against_wins(agree, res["pools"][("geglu", 2)], res["pools"][("relu", 2)], True) is None
+    assert agree["mean_against_wins"] is None and analyze.mean_against_wins_caption(agree) is None
     # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
     s = summary["mnist"]["geglu"]["2"]["2"]
     assert s["expected_test"] + s["expected_test_sd"] > 1
