@@ -1736,6 +1736,15 @@ def plot_train_loss(groups, colors, out):
     return save(fig, out / "gpt_train_loss.png")
 
 
+def step_time_bar_label(key, m, runs, rss=""):
+    """The label over one bar of gpt_step_time.png (key: step_avg_ms or peak_memory_mib)."""
+    if math.isnan(m):
+        return "no finished run" if runs == 0 else "not logged"
+    # MiB in the thousands (31026) need no decimal; a step time keeps its tenth of a ms at any size
+    digits = 0 if key == "peak_memory_mib" and m >= 1000 else 1
+    return f"{m:.{digits}f}{rss}\nn={runs}"
+
+
 def plot_step_time(rows, colors, out):
     fig, axes = plt.subplots(1, 2, figsize=(max(11, 0.8 * len(rows) + 6), 4.6))
     labels = [r["label"] for r in rows]
@@ -1755,7 +1764,7 @@ def plot_step_time(rows, colors, out):
             ax.set_yticks([])
         for xi, m, e, r in zip(x, mean, sd, rows):
             rss = " rss" if key == "peak_memory_mib" and r["peak_memory_kind"] == "max_rss" and len(kinds) > 1 else ""
-            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.{0 if m >= 1000 else 1}f}{rss}\nn={r['runs']}"
+            text = step_time_bar_label(key, m, r["runs"], rss)
             # above the error bar, which would cross it
             ax.annotate(text, (xi, np.nan_to_num(m) + np.nan_to_num(e)), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 3), textcoords="offset points")

@@ -1259,6 +1259,15 @@ def test_interleaving_verdicts_and_the_drift_they_let_in():
     assert analyze.interleaving([run(1)], [run(1)])["verdict"] == "unknown: runs share a start time"
 
 
+def test_step_time_bar_labels_drop_the_decimal_only_for_memory_in_the_thousands():
+    assert analyze.step_time_bar_label("step_avg_ms", 2344.31, 3) == "2344.3\nn=3"
+    assert analyze.step_time_bar_label("step_avg_ms", 99.96, 1) == "100.0\nn=1"
+    assert analyze.step_time_bar_label("peak_memory_mib", 31026.4, 3) == "31026\nn=3"
+    assert analyze.step_time_bar_label("peak_memory_mib", 346.04, 1, " rss") == "346.0 rss\nn=1"
+    assert analyze.step_time_bar_label("step_avg_ms", math.nan, 0) == "no finished run"
+    assert analyze.step_time_bar_label("peak_memory_mib", math.nan, 2) == "not logged"
+
+
 def test_loss_ticks_label_the_final_losses():
     for lo, hi in ((3.185, 11.3), (3.09, 12.6), (3.25, 3.6), (1.8, 6.5), (0.05, 2.3), (3.27, 3.28)):
         ticks = analyze.loss_ticks(lo, hi)
