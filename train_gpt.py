@@ -717,7 +717,8 @@ def checkpoints_in(folder) -> list:
 
 
 def find_checkpoint(resume: str):
-    """The checkpoint --resume names (or the newest of the log / folder it names), and the run's log."""
+    """The checkpoint --resume names (or the newest of the log / folder it names), and the run's log.
+    A log or folder of a run that finished is refused here, before any checkpoint is loaded."""
     path = Path(resume)
     if path.is_file() and path.suffix == ".pt":
         return path, path.parent.with_suffix(".txt")
@@ -737,7 +738,17 @@ def find_checkpoint(resume: str):
     if not found:
         raise UsageError(f"--resume {resume}: the run has no checkpoint in {folder}/ (it ran without --save-every "
                          "or --save-final), so it cannot be resumed; start it again with --save-every N")
-    return found[-1][1], folder.with_suffix(".txt")
+    log = folder.with_suffix(".txt")
+    # A finished run's newest checkpoint may be before its end: resuming the log or folder (not a
+    # checkpoint named on purpose, e.g. to train its last steps again) would quietly train them
+    # again. Refused before the checkpoint is loaded (about 1.5 GB at full size). A missing log is
+    # run()'s to report.
+    if log.is_file():
+        ended = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("done: ")][-1:]
+        if ended and " status:ok" in ended[0]:
+            raise UsageError(f"--resume {resume}: the run finished (its log ends with `{ended[0]}`); there "
+                             "is nothing left to train: start a new run to train longer")
+    return found[-1][1], log
 
 
 def load_checkpoint(path) -> dict:
@@ -914,12 +925,6 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
             raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
                              f"(id {checkpoint['log_id']})")
-        # A finished run's newest checkpoint may be before its end: resuming the log (not a checkpoint
-        # named on purpose, e.g. to train its last steps again) would quietly train them again.
-        ended = [line for line in log_text.splitlines() if line.startswith("done: ")][-1:]
-        if ended and " status:ok" in ended[0] and Path(given["resume"]).suffix != ".pt":
-            raise UsageError(f"--resume {given['resume']}: the run finished (its log ends with `{ended[0]}`); there "
-                             "is nothing left to train: start a new run to train longer")
         if master and "log_dir" in given:
             print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
     check_settings(hp, world_size)
