@@ -40,9 +40,6 @@ machine without one)
     that it learns, not a speed figure): about 4 s in all, 18-24 ms/step;
         relu2       val_loss 6.3184 (step 0) -> 4.0946 (10) -> 3.5361 (20) -> 3.2725 (30) -> 3.1912 (40)
         swiglu_thin val_loss 6.2712 (step 0) -> 4.7385 (10) -> 3.9816 (20) -> 3.7213 (30) -> 3.6511 (40)
-    (Newton-Schulz grouped as the record groups it moved the 4th decimal: relu2 4.0944, 3.5358,
-    3.2723, 3.1910 before; swiglu_thin 4.7381, 3.9811, 3.7209, 3.6507. Muon's scale applied in
-    fp32 with the lr had moved it too: relu2 4.0946, 3.5357, ... before that.)
     (log(512) = 6.24 is a uniform guess, 1.82 the tiny language's entropy rate.) Without
     --vocab-size 512 the 50304-way head makes it ~15x slower (18 s) and it falls 10.77 -> 4.23.
     Step time on a GPU: still to be measured, with `bash bench/gpu_check.sh`. Measured on one
