@@ -56,6 +56,7 @@ import matplotlib.ticker
 HEADER_RULE = "=" * 100          # the two lines that enclose the script's source and environment
 RECORD_BATCH_TOKENS = 512 * 1024  # the ModernArch record's batch: 512 sequences x 1024 tokens
 MODEL_NAMES = {"relu": "FFN_ReLU", "geglu": "FFN_GeGLU"}
+MODEL_SHORT_NAMES = {"geglu": "GeGLU", "relu": "ReLU"}  # as the verdicts and notes spell them
 MODEL_COLORS = {"geglu": "tab:blue", "relu": "tab:orange"}
 PARAMS_PER_HIDDEN = {"relu": 784 + 10, "geglu": 2 * 784 + 10}  # 794h and 1578h (no biases)
 PARAM_MATCH_TOLERANCE = 0.10  # a GeGLU size counts as "equal parameters" within 10% of ReLU's
@@ -71,6 +72,11 @@ GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
 MAX_RUNS_NEEDED = 10 ** 7  # "runs needed" beyond this is reported as not reachable
+# The largest --k, --bootstrap and --resamples accepted: far beyond what the estimates need (a
+# search of 10**6 trials keeps the pool's best one; intervals and p-values settle within a few
+# thousand resamples), and it keeps the arrays they size below numpy's dimension limit, which a
+# value like 10**20 hits with a ValueError traceback (not the MemoryError main() catches).
+MAX_COUNT = 10 ** 6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -816,17 +822,19 @@ def mean_against_wins(c, geglu, relu, replace):
     lower, or the reverse), a note saying why: P counts how often one search ends higher, the mean also
     weighs by how much, so a side that wins most pairs can lose on the mean through rare
     collapses (searches whose k draws all hit a diverging learning rate). Adds the medians
-    and the collapse probabilities to c."""
+    and the collapse probabilities to c, and c["mean_against_wins"]: that winner ("geglu" or
+    "relu"), or None; the figure's caption (mean_against_wins_caption) is made from these."""
     for name, pool in (("geglu", geglu), ("relu", relu)):
         w = selection_weights(pool["val"], c["k"], replace=replace)
         c[f"{name}_median_test"] = float(weighted_quantiles(w, pool["test"], [0.5])[0])
         c[f"{name}_p_collapse"] = float(w @ (pool["test"] < COLLAPSE_BELOW))
     gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
+    c["mean_against_wins"] = None
     if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
         return None  # they agree, or the verdict names no winner that the mean could contradict
     winner, loser = (("geglu", "relu") if wins > 0 else ("relu", "geglu"))
-    names = dict(geglu="GeGLU", relu="ReLU")
-    text = (f"{names[winner]}'s search ends higher in {max(c['p_geglu_better'], 1 - c['p_geglu_better']):.0%} "
+    c["mean_against_wins"] = winner
+    text = (f"{MODEL_SHORT_NAMES[winner]}'s search ends higher in {max(c['p_geglu_better'], 1 - c['p_geglu_better']):.0%} "
             f"of pairs (median test accuracy {c[winner + '_median_test']:.3f} against "
             f"{c[loser + '_median_test']:.3f}) yet has the lower mean E[test]: ")
     if c[f"{winner}_p_collapse"] > c[f"{loser}_p_collapse"]:
@@ -839,14 +847,14 @@ def mean_against_wins(c, geglu, relu, replace):
 
 
 def mean_against_wins_caption(c):
-    """A figure's short form of mean_against_wins' note for comparison c; None where mean and verdict agree."""
-    gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
-    if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
+    """A figure's short form of mean_against_wins' note for comparison c, from what that function
+    recorded in c (it decides, this only words it); None where mean and verdict agree."""
+    if not c["mean_against_wins"]:
         return None
-    w, l = ("geglu", "relu") if wins > 0 else ("relu", "geglu")
-    name = dict(geglu="GeGLU", relu="ReLU")
+    w = c["mean_against_wins"]
+    l = "relu" if w == "geglu" else "geglu"
     text = (f"h={c['hidden']}: the verdict is {c['verdict']} (P = {c['p_geglu_better']:.2f}) though its mean is lower: "
-            f"{name[w]}'s search ends higher in {max(wins, -wins) + 0.5:.0%} of pairs (median "
+            f"{MODEL_SHORT_NAMES[w]}'s search ends higher in {abs(c['p_geglu_better'] - 0.5) + 0.5:.0%} of pairs (median "
             f"{c[w + '_median_test']:.3f} vs {c[l + '_median_test']:.3f}), ")
     if c[w + "_p_collapse"] > c[l + "_p_collapse"]:
         return text + (f"but collapses below {COLLAPSE_BELOW} in {c[w + '_p_collapse']:.1%} of searches "
@@ -1242,11 +1250,12 @@ def interleaving(runs, base_runs):
     later, on average, the group started than its baseline (mean position in the start order, c
     minus b). A steady drift of d ms per run shifts the difference of the mean step_avg by exactly
     gap x d. A B A B ... gives a gap of 1 (0 with one run more on one side), A B B A 0, one group
-    first the number of runs per group. So: interleaved when the order alternates as much as the
-    counts allow or the gap is at most 1 (no more exposed to drift than A B A B); otherwise not
-    interleaved: one group ran first, or the runs come in blocks (an exact runs test), or, where
-    neither shows, the gap itself is too large (bbbcccbbbccc: 3 runs; a runs test of 12 runs
-    cannot see blocks of three)."""
+    first the number of runs per group. So the gap alone decides: interleaved when it is at most 1
+    (no more exposed to drift than A B A B). Alternating as much as the counts allow is not
+    enough when the counts differ: bbbbbbbbcb alternates all it can, yet its gap is 3.9. When the
+    gap is larger, the verdict's words give the reason: one group ran first, or the runs come in
+    blocks (an exact runs test), or, where neither shows, the gap itself (bbbcccbbbccc: 3 runs; a
+    runs test of 12 runs cannot see blocks of three)."""
     none = dict(order=None, runs=None, runs_test_p=None, position_gap=None, interleaved=None)
     if not runs or not base_runs:
         return dict(none, verdict="n/a")
@@ -1257,11 +1266,10 @@ def interleaving(runs, base_runs):
         return dict(none, verdict="unknown: runs share a start time")
     order = "".join(s for _, s in sorted(starts))
     n_runs = 1 + sum(x != y for x, y in zip(order, order[1:]))
-    most = 2 * min(len(runs), len(base_runs)) + (len(runs) != len(base_runs))
     mean_position = lambda s: float(np.mean([i for i, x in enumerate(order, 1) if x == s]))
     gap = mean_position("c") - mean_position("b")
     p = runs_test_p(order)
-    if n_runs == most or abs(gap) <= 1 + 1e-9:
+    if abs(gap) <= 1 + 1e-9:  # the tolerance: a gap of exactly 1 (b c b c) computed in floats
         verdict = "interleaved"
     elif n_runs == 2:
         verdict = "not interleaved: one group ran first"
@@ -1728,6 +1736,15 @@ def plot_train_loss(groups, colors, out):
     return save(fig, out / "gpt_train_loss.png")
 
 
+def step_time_bar_label(key, m, runs, rss=""):
+    """The label over one bar of gpt_step_time.png (key: step_avg_ms or peak_memory_mib)."""
+    if math.isnan(m):
+        return "no finished run" if runs == 0 else "not logged"
+    # MiB in the thousands (31026) need no decimal; a step time keeps its tenth of a ms at any size
+    digits = 0 if key == "peak_memory_mib" and m >= 1000 else 1
+    return f"{m:.{digits}f}{rss}\nn={runs}"
+
+
 def plot_step_time(rows, colors, out):
     fig, axes = plt.subplots(1, 2, figsize=(max(11, 0.8 * len(rows) + 6), 4.6))
     labels = [r["label"] for r in rows]
@@ -1747,7 +1764,7 @@ def plot_step_time(rows, colors, out):
             ax.set_yticks([])
         for xi, m, e, r in zip(x, mean, sd, rows):
             rss = " rss" if key == "peak_memory_mib" and r["peak_memory_kind"] == "max_rss" and len(kinds) > 1 else ""
-            text = ("no finished run" if r["runs"] == 0 else "not logged") if math.isnan(m) else f"{m:.{0 if m >= 1000 else 1}f}{rss}\nn={r['runs']}"
+            text = step_time_bar_label(key, m, r["runs"], rss)
             # above the error bar, which would cross it
             ax.annotate(text, (xi, np.nan_to_num(m) + np.nan_to_num(e)), ha="center", va="bottom", fontsize=8,
                         xytext=(0, 3), textcoords="offset points")
@@ -2080,9 +2097,12 @@ def summary_json(mnist, gpt, args, files, warnings):
             entry.update(trials=len(pool["val"]), seeds=len(set(pool["seed"])), params=pool["params"],
                          notes=mnist["notes"].get((m, h), []), curve=mnist["curves"][(m, h)])
             summary["mnist"].setdefault(m, {})[str(h)] = entry
-        summary["mnist_comparisons"] = mnist["comparisons"]
+        # c["mean_against_wins"] only feeds the figure captions: the cell's notes already say it,
+        # and summary.json keeps the fields the README lists
+        cells = lambda cs: [{k: v for k, v in c.items() if k != "mean_against_wins"} for c in cs]
+        summary["mnist_comparisons"] = cells(mnist["comparisons"])
         summary["mnist_claim_check"] = mnist["claim"]
-        summary["mnist_param_match_comparisons"] = mnist["param_match"]
+        summary["mnist_param_match_comparisons"] = cells(mnist["param_match"])
         summary["mnist_missing_trials"] = mnist["missing"]
     if gpt:
         summary["gpt"] = gpt["rows"]
@@ -2106,6 +2126,8 @@ def positive_ints(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: give positive integers, e.g. 2,4,8")
+    if max(values) > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_COUNT} (10**6)")
     return values
 
 
@@ -2152,11 +2174,15 @@ def main(argv=None):
                         help="log files or directories (default: logs/, without logs/reference/: the "
                              "committed reference runs would otherwise join the pool of your own runs)")
     parser.add_argument("--out", default="plots", help="where the PNGs, summary.md and summary.json go")
-    parser.add_argument("--k", type=positive_ints, default=[2, 4, 8], help="search budgets (default 2,4,8)")
-    parser.add_argument("--bootstrap", type=positive_int, default=50, help="simulated searches per point")
+    parser.add_argument("--k", type=positive_ints, default=[2, 4, 8],
+                        help="search budgets (default 2,4,8; each at most 10**6, where a search keeps the "
+                             "pool's best trial long before)")
+    parser.add_argument("--bootstrap", type=positive_int, default=50,
+                        help="simulated searches per point (at most 10**6)")
     parser.add_argument("--resamples", type=positive_int, default=2000,
                         help="seed-bootstrap resamples (intervals) and label permutations "
-                             "(p-values) for P(GeGLU > ReLU); GPT: resamples of the equal-loss interval")
+                             "(p-values) for P(GeGLU > ReLU); GPT: resamples of the equal-loss interval "
+                             "(at most 10**6: the intervals and p-values settle within a few thousand)")
     parser.add_argument("--alpha", type=probability, default=0.05, help="family-wise error rate of the verdicts")
     parser.add_argument("--estimator", choices=("dodge", "tang"), default="dodge",
                         help="expected best-of-k: dodge (k draws with replacement, Dodge et al. 2019) or "
@@ -2218,7 +2244,8 @@ def main(argv=None):
         gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
         figures = [] if args.no_figures else (
             (plot_mnist(mnist, args, out) if mnist else []) + (plot_gpt(gpt, args, out) if gpt else []))
-    except MemoryError:  # arrays of --bootstrap x --k, --resamples x seeds or pairs: values a user typed
+    except MemoryError:  # arrays of --bootstrap x --k, --resamples x seeds or pairs: each within MAX_COUNT,
+        # together they can still be more than the machine holds
         print(f"analyze.py: error: out of memory with --k {','.join(map(str, args.k))} --bootstrap {args.bootstrap} "
               f"--resamples {args.resamples}; lower them (defaults: --k 2,4,8 --bootstrap 50 --resamples 2000)",
               file=sys.stderr)

@@ -40,9 +40,6 @@ machine without one)
     that it learns, not a speed figure): about 4 s in all, 18-24 ms/step;
         relu2       val_loss 6.3184 (step 0) -> 4.0946 (10) -> 3.5361 (20) -> 3.2725 (30) -> 3.1912 (40)
         swiglu_thin val_loss 6.2712 (step 0) -> 4.7385 (10) -> 3.9816 (20) -> 3.7213 (30) -> 3.6511 (40)
-    (Newton-Schulz grouped as the record groups it moved the 4th decimal: relu2 4.0944, 3.5358,
-    3.2723, 3.1910 before; swiglu_thin 4.7381, 3.9811, 3.7209, 3.6507. Muon's scale applied in
-    fp32 with the lr had moved it too: relu2 4.0946, 3.5357, ... before that.)
     (log(512) = 6.24 is a uniform guess, 1.82 the tiny language's entropy rate.) Without
     --vocab-size 512 the 50304-way head makes it ~15x slower (18 s) and it falls 10.77 -> 4.23.
     Step time on a GPU: still to be measured, with `bash bench/gpu_check.sh`. Measured on one
@@ -717,7 +714,8 @@ def checkpoints_in(folder) -> list:
 
 
 def find_checkpoint(resume: str):
-    """The checkpoint --resume names (or the newest of the log / folder it names), and the run's log."""
+    """The checkpoint --resume names (or the newest of the log / folder it names), and the run's log.
+    A log or folder of a run that finished is refused here, before any checkpoint is loaded."""
     path = Path(resume)
     if path.is_file() and path.suffix == ".pt":
         return path, path.parent.with_suffix(".txt")
@@ -737,7 +735,17 @@ def find_checkpoint(resume: str):
     if not found:
         raise UsageError(f"--resume {resume}: the run has no checkpoint in {folder}/ (it ran without --save-every "
                          "or --save-final), so it cannot be resumed; start it again with --save-every N")
-    return found[-1][1], folder.with_suffix(".txt")
+    log = folder.with_suffix(".txt")
+    # A finished run's newest checkpoint may be before its end: resuming the log or folder (not a
+    # checkpoint named on purpose, e.g. to train its last steps again) would quietly train them
+    # again. Refused before the checkpoint is loaded (about 1.5 GB at full size). A missing log is
+    # run()'s to report.
+    if log.is_file():
+        ended = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("done: ")][-1:]
+        if ended and " status:ok" in ended[0]:
+            raise UsageError(f"--resume {resume}: the run finished (its log ends with `{ended[0]}`); there "
+                             "is nothing left to train: start a new run to train longer")
+    return found[-1][1], log
 
 
 def load_checkpoint(path) -> dict:
@@ -914,12 +922,6 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
             raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
                              f"(id {checkpoint['log_id']})")
-        # A finished run's newest checkpoint may be before its end: resuming the log (not a checkpoint
-        # named on purpose, e.g. to train its last steps again) would quietly train them again.
-        ended = [line for line in log_text.splitlines() if line.startswith("done: ")][-1:]
-        if ended and " status:ok" in ended[0] and Path(given["resume"]).suffix != ".pt":
-            raise UsageError(f"--resume {given['resume']}: the run finished (its log ends with `{ended[0]}`); there "
-                             "is nothing left to train: start a new run to train longer")
         if master and "log_dir" in given:
             print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
     check_settings(hp, world_size)

@@ -27,6 +27,7 @@ dense bf16 989 TFLOP/s on CUDA (--peak-tflops for other GPUs) and is unknown (na
 import argparse
 import importlib.util
 import inspect
+import os
 import statistics
 import sys
 import time
@@ -177,8 +178,9 @@ def main(argv=None):
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="torch.compile the model and Newton-Schulz (default: on CUDA yes, on CPU no)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch's CPU threads (default 1, as train_gpt.py's --threads: on a busy 2-core machine "
-                             "the default of one per core ran the CPU bench 40x slower, 5.1 s a step instead of 0.13)")
+                        help="torch's CPU threads (default 1, at most the CPU count, as train_gpt.py's --threads: "
+                             "on a busy 2-core machine the default of one per core ran the CPU bench 40x slower, "
+                             "5.1 s a step instead of 0.13)")
     parser.add_argument("--profile", type=Path, default=None, help="write the top kernels of one step here")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another train_gpt.py (e.g. an older version) to time side by side")
@@ -187,6 +189,9 @@ def main(argv=None):
         sys.exit("error: --device cuda but torch sees no CUDA GPU; use --device cpu")
     if args.threads < 1:
         sys.exit(f"error: --threads {args.threads}: must be 1 or more")
+    cpus = os.cpu_count() or 1
+    if args.threads > cpus:                      # as train_gpt.py: more only wait for each other (100000 crash torch)
+        sys.exit(f"error: --threads {args.threads}: more than the {cpus} CPUs of this machine; use {cpus} or fewer")
     if args.baseline and not args.baseline.is_file():
         sys.exit(f"error: --baseline {args.baseline}: no such file")
     threads = torch.get_num_threads()

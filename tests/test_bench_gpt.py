@@ -84,3 +84,16 @@ def test_the_baseline_gpu_check_uses_runs(tmp_path, capsys):
                                  "--vocab-size", "64", "--device-batch-size", "1", "--baseline", str(baseline)])
     assert [r["label"] for r in results] == ["relu2", "swiglu_thin", "relu2@baseline", "swiglu_thin@baseline"]
     assert "this/baseline swiglu_thin: step time" in capsys.readouterr().out
+
+
+def test_threads_out_of_range_get_one_line():
+    """As train_gpt.py: no fewer than 1, no more than the machine's CPUs (100000 crashed torch)."""
+    import os
+    cpus = os.cpu_count() or 1
+    for threads, words in ((0, "must be 1 or more"), (cpus + 1, f"more than the {cpus} CPUs of this machine"),
+                           (100000, f"more than the {cpus} CPUs of this machine")):
+        with pytest.raises(SystemExit) as e:
+            load_bench().main(["--device", "cpu", "--threads", str(threads)])
+        assert str(e.value.code).startswith(f"error: --threads {threads}: ") and words in str(e.value.code)
+        assert len(str(e.value.code).splitlines()) == 1
+    assert torch.get_num_threads() == 1  # refused before it set any

@@ -320,6 +320,11 @@ def test_resume_explains_what_it_cannot_resume(baseline, killed_copy, tmp_path, 
     before = finished.read_bytes()
     assert "the run finished (its log ends with `done: steps:40 " in refused(finished)
     assert finished.read_bytes() == before
+    # refused before any checkpoint is loaded: unreadable ones change nothing, for the log or its folder
+    for checkpoint in tg.checkpoint_folder(finished).glob("*.pt"):
+        checkpoint.write_bytes(b"\x00" * 100)
+    assert "the run finished (its log ends with `done: steps:40 " in refused(finished)
+    assert "the run finished (its log ends with `done: steps:40 " in refused(tg.checkpoint_folder(finished))
     moved = tmp_path / "moved" / "gpt-x"
     moved.mkdir(parents=True)
     shutil.copy(tg.checkpoint_folder(killed_copy) / "step20.pt", moved)
