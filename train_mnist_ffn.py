@@ -406,14 +406,6 @@ def readout_grads(layout, h, y, w_out):
     return logits, grad_h, grad_out
 
 
-def trained_pixels(train_x):
-    """The pixels training uses: those lit in some training image. The 71 pixels of MNIST's border
-    that are 0 in every image give their rows of W_x a zero gradient at every step, so Adam never
-    moves them (its update is 0 / (0 + eps)): leaving them out of the matmuls and of Adam saves 9%
-    of the work. (Only a diverged trial differs: alone, 0 * NaN would turn those rows NaN too.)"""
-    return (train_x != 0).any(0).nonzero().squeeze(1)
-
-
 def train_group(trials, data, progress=None, return_weights=False):
     """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
     for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
@@ -426,14 +418,12 @@ def train_group(trials, data, progress=None, return_weights=False):
     start = time.perf_counter()
     layout = Layout(trials, device, dtype)
     S, K = len(layout.seeds), len(layout.slots)
-    pixels = trained_pixels(data["train_x"])
-    train_x = data["train_x"][:, pixels]  # [n, P]
     # Adam with one learning rate per trial, in one fused pass over all the weights. Each weight
     # w is kept as q = w / lr, lr its trial's. torch.optim.Adam at lr 1, handed the gradient of
     # w, moves q by Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the
     # gradient only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the
     # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column.
-    q_x = (layout.w_x[:, pixels] / layout.lr_x).contiguous()  # [S, P, Cx]: the rows training moves
+    q_x = layout.w_x / layout.lr_x  # [S, 784, Cx]
     q_out = layout.w_out / layout.lr_out  # [S, C, 10]
     adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM)
     targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
@@ -446,7 +436,7 @@ def train_group(trials, data, progress=None, return_weights=False):
     for epoch in range(epochs):
         for first in range(0, n, batch_size):
             index = orders[:, epoch, first:first + batch_size].flatten()  # each seed's own images
-            x = train_x.index_select(0, index).view(S, -1, train_x.shape[1])  # [S, B, P]
+            x = data["train_x"].index_select(0, index).view(S, -1, 784)  # [S, B, 784]
             y = targets.index_select(0, index).view(S, -1, 10, 1)  # [S, B, 10, 1]
             # Autograd records only the model functions (the code one edits); the matmuls, the
             # read-out and the loss around them are differentiated by hand.
@@ -463,8 +453,7 @@ def train_group(trials, data, progress=None, return_weights=False):
             step += 1
             if progress is not None and step % 25 == 0:
                 progress(step / (epochs * steps_per_epoch))
-    layout.w_x[:, pixels] = q_x * layout.lr_x  # the trained weights, the trained rows among the untouched
-    layout.w_out = q_out * layout.lr_out
+    layout.w_x, layout.w_out = q_x * layout.lr_x, q_out * layout.lr_out  # the trained weights
     # evaluation: every trial's accuracy on the validation and test images
     accuracy = {}
     with torch.no_grad():
