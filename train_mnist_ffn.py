@@ -11,15 +11,15 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST, in 30 to 32 s (two runs). logs/reference/mnist-cpu.txt is a run of the previous
-trainer: this one writes 411 of its 512 trial lines to the last digit, the others differ by
-float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean validation / test
+real MNIST, in 28.8 and 29.1 s (two runs). logs/reference/mnist-cpu.txt is a run of the
+previous trainer: this one writes 408 of its 512 trial lines to the last digit, the others
+differ by float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean validation / test
 accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
-bench/bench_mnist.py, one seed of the grid (64 trials): 4.3 to 4.5 s batched against 52 to 54 s
-for a plain per-trial loop, 12x (6.1 s, 9x, with --workers 1). A step of one seed's 32
-batch-8 trials takes about 0.6 ms: the two matmuls 0.11 ms, Adam over their 260k weights 0.12 ms,
-the models' 8 calls and their autograd backward 0.17 ms, the read-out and the loss 0.08 ms, and
-a fixed overhead per op for the rest.
+bench/bench_mnist.py, one seed of the grid (64 trials): 4.9 s batched against 58.5 s for a
+plain per-trial loop, 12.0x (11.9x and 12.1x in other runs; 5.9 s with --workers 1). A step of
+one seed's 32 batch-8 trials takes about 0.6 ms: the two matmuls about 0.12 ms, Adam over their
+280k weights 0.12 ms, the models' 8 calls and their autograd backward 0.17 ms, the read-out and
+the loss 0.08 ms, and a fixed overhead per op for the rest.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
 trains as one computation; the groups train at the same time, one thread each (--workers).
