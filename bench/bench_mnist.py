@@ -62,9 +62,7 @@ def autograd_readout_grads(layout, h, y, w_out):
     """The read-out and the loss differentiated by autograd instead of by hand."""
     with torch.enable_grad():
         h, w_out = h.detach().requires_grad_(), w_out.detach().requires_grad_()
-        products = h.unsqueeze(3) * w_out.unsqueeze(1)
-        logits = products.new_zeros(*products.shape[:2], len(layout.slots), 10).index_add(
-            2, layout.unit_trial, products).transpose(2, 3)
+        logits = layout.logits(h, w_out)
         loss = (torch.logsumexp(logits, 2) - (logits * y).sum(2)).mean(1).sum()
         grad_h, grad_out = torch.autograd.grad(loss, [h, w_out])
     return logits.detach(), grad_h, grad_out
