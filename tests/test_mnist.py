@@ -9,7 +9,6 @@ import functools
 import io
 import gzip
 import http.server
-import math
 import re
 import shutil
 import signal
