@@ -11,24 +11,27 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST, in 28.8 and 29.1 s (two runs). logs/reference/mnist-cpu.txt is a run of the
-previous trainer: this one writes 408 of its 512 trial lines to the last digit, the others
-differ by float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean validation / test
-accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU 0.929 / 0.934.
-bench/bench_mnist.py, one seed of the grid (64 trials): 4.9 s batched against 58.5 s for a
-plain per-trial loop, 12.0x (11.9x and 12.1x in other runs; 5.9 s with --workers 1). A step of
-one seed's 32 batch-8 trials takes about 0.6 ms: the two matmuls about 0.12 ms, Adam over their
-280k weights 0.12 ms, the models' 8 calls and their autograd backward 0.17 ms, the read-out and
-the loss 0.08 ms, and a fixed overhead per op for the rest.
+real MNIST, in 26.4 s (the fastest of two; 32.1 s on a busier hour). logs/reference/mnist-cpu.txt
+is a run of an earlier trainer: this one writes 403 of its 512 trial lines to the last digit, the
+others differ by float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean
+validation / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU
+0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64 trials): 5.05 s batched against
+52.1 s for a plain per-trial loop, 10.3x. A step of one seed's 32 batch-8 trials takes about
+0.66 ms: the two matmuls 0.14 ms, Adam over their 280k weights 0.15 ms, the models' 8 calls and
+their autograd backward 0.25 ms, the read-out and the loss 0.10 ms. At 8 seeds (3.9 ms a step)
+the matmuls and Adam stream 2.3M weights with their gradients and moments, and memory traffic,
+not per-op overhead, bounds the step.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
 trains as one computation; the groups train at the same time, one thread each (--workers).
-Inside a group the trials sit in blocks, one per (model, hidden size): the input matrices of
-every trial (W_in, and W_gate for GeGLU) are the columns of one matrix W_x per seed (stacked:
-[seeds, 784, Cx]), so one batched matmul computes every projection x @ W; each block's model
-function gets its projections shaped [seeds, batch, learning rates, h], one trial's h units on
-the last axis, so whatever it does over the hidden units (a norm, a softmax) stays within each
-trial; and the read-out sums each trial's own hidden units into its own 10 logits (index_add).
+Inside a group the trials sit in blocks, one per (model, hidden size), each trained at every
+learning rate and seed: the input matrices of every trial (W_in, and W_gate for GeGLU) are the
+columns of one matrix W_x per seed, so one batched matmul computes every projection x @ W; each
+block's model function gets each projection as its own tensor [seeds, learning rates, batch, h],
+one trial's [batch, h] on the last two axes as it would get alone, so whatever it does over the
+hidden units or the batch (a norm, a softmax, batch statistics), even writing its inputs in
+place, stays within each trial; and the read-out sums each trial's own hidden units into its own
+10 logits (index_add).
 The loss is the sum of the trials' mean cross-entropies, so each trial's gradient is exactly
 its own, and a trial that diverges to inf/NaN cannot touch another: nothing ever adds one
 trial's numbers to another's. Autograd runs only through the model functions (the code one
@@ -53,6 +56,8 @@ Rules that make every trial reproducible and the comparison paired:
   torch.randn(h, 10) * 0.02, in that order. Trials differing only in lr or batch size start
   from the same weights.
 - train_loss: mean cross-entropy over the last 10% of the batches of the final epoch.
+- val_acc, test_acc: the validation and test images go through the models EVAL_BATCH (1000) at a
+  time (only a model that uses batch statistics can tell).
 - time: each group's wall clock (training + evaluation) is shared among its trials in
   proportion to their parameter counts (their share of the arithmetic). Groups that train at
   the same time (--workers) overlap, so the times of a run add up to more than its wall clock.
@@ -130,6 +135,7 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 FUSED_ADAM = True     # torch.optim.Adam's fused kernel: one pass over the weights (bench --tricks)
 N_TRAIN, N_VAL = 48_000, 12_000
+EVAL_BATCH = 1000     # validation and test images go through the models 1000 at a time
 
 
 class UsageError(Exception):
@@ -143,8 +149,9 @@ class UsageError(Exception):
 # xw[name] = x @ W_name for each 784 x h input matrix it names in MODELS (for one trial alone:
 # hidden = ffn_geglu({"w_in": x @ w_in, "w_gate": x @ w_gate})). The trainer computes the
 # projections of every trial of a group in one matmul and calls each function once per hidden
-# size: each tensor it gets and returns holds one trial's h units on its last axis (other trials
-# on leading axes), so a norm, softmax or reduction over the hidden units is per trial.
+# size: each tensor it gets and returns is [..., batch, h], one trial's batch and units on the
+# last two axes as for one trial alone and other trials on leading axes, so anything over the
+# units or the batch (axis -2) is per trial. Its inputs are its own: it may write them in place.
 
 def ffn_relu(xw):
     return torch.relu(xw["w_in"])
@@ -311,15 +318,16 @@ def mnist_tensors(arrays, device, train_limit=0):
 # ------------------------------------------------------------------------------------------
 # Batched training: the trials of one batch size train as one computation.
 #
-# Trials sit in blocks, one per (model, hidden size). The input matrices of every trial are
-# column ranges of one matrix W_x per seed (seeds stacked: [S, 784, Cx]), so one batched matmul
-# computes every projection x @ W of a step. A block of L learning rates hands its model function
-# each projection shaped [S, B, L, h]: a trial's own h units alone on the last axis, the other
-# trials (seeds, learning rates) on leading axes. So a model function computes for each trial
-# exactly what it computes for that trial alone, whatever it does across the hidden units. The
-# read-out sums only a trial's own units into its 10 logits, and the loss is the sum of the
-# trials' mean cross-entropies: each trial's gradient is its own, and a trial that diverges to
-# inf/NaN touches no other (nothing ever adds one trial's numbers to another's).
+# A trial of a group is (block, learning rate, seed), a block being one (model, hidden size). The
+# input matrices of every trial are columns of one matrix W_x per seed, so one batched matmul
+# computes every projection x @ W of a step. Each block's model function gets each projection as
+# a tensor of its own shaped [S, L, B, h] (seeds, learning rates, batch, hidden): one trial's
+# [B, h] on the last two axes, exactly what it gets alone, and the other trials on leading axes.
+# So a model computes for each trial what it computes for that trial alone, whatever it does over
+# the hidden units or the batch, in place or not. The read-out sums only a trial's own units into
+# its 10 logits, and the loss is the sum of the trials' mean cross-entropies: each trial's
+# gradient is its own, and a trial that diverges to inf/NaN touches no other (nothing ever adds
+# one trial's numbers to another's).
 
 @dataclass(frozen=True, order=True)
 class Trial:
@@ -332,77 +340,79 @@ class Trial:
 
 
 class Layout:
-    """Where every trial of a group lives: W_x [S, 784, Cx] (input matrices) and W_out [S, C, 10]
-    (read-outs), seeds on the first axis. A block (model, hidden, lrs) takes, for each input
-    matrix its model names, len(lrs) * hidden consecutive columns of W_x (lr by lr, hidden units
-    each), and as many consecutive rows of W_out. slots[k] = (model, hidden, lr) is trial k of
-    every seed; unit_trial[c] is the trial that owns hidden unit c (row c of W_out)."""
+    """Where every trial of a group lives. seeds (S) and lrs (L): the group's; blocks: one per
+    (model, hidden), as (model, hidden, {input matrix name: its X columns}, its U units). Every
+    block trains at every lr and seed (a group asked for less trains the rest too).
+    W_x [S, 784, L * X]: for each lr, X columns, every block's input matrices side by side.
+    W_out [S, L, U, 10]: for each lr, U rows, every block's hidden units (unit_block[u]: its block)."""
 
     def __init__(self, trials, device, dtype):
         self.seeds = sorted({t.seed for t in trials})
-        self.blocks, self.slots, x0, c0 = [], [], 0, 0  # blocks: (model, hidden, lrs, {name: columns}, rows)
+        self.lrs = sorted({t.lr for t in trials}, reverse=True)
+        self.blocks, x0, u0 = [], 0, 0
         for model, hidden in sorted({(t.model, t.hidden) for t in trials}):
-            lrs = sorted({t.lr for t in trials if (t.model, t.hidden) == (model, hidden)}, reverse=True)
-            width, names = len(lrs) * hidden, MODELS[model][1]
-            columns = {name: slice(x0 + i * width, x0 + (i + 1) * width) for i, name in enumerate(names)}
-            self.blocks.append((model, hidden, lrs, columns, slice(c0, c0 + width)))
-            self.slots += [(model, hidden, lr) for lr in lrs]
-            x0, c0 = x0 + len(names) * width, c0 + width
-        self.widths = [c.stop - c.start for *_, columns, _ in self.blocks for c in columns.values()]
-        sizes = torch.tensor([hidden for _, hidden, _ in self.slots])
-        self.unit_trial = torch.repeat_interleave(torch.arange(len(self.slots)), sizes).to(device)
-        w_x = torch.zeros(len(self.seeds), 784, x0, dtype=dtype)
-        w_out = torch.zeros(len(self.seeds), c0, 10, dtype=dtype)
-        for u, seed in enumerate(self.seeds):  # every lr of a block starts from the same weights
-            for model, hidden, lrs, columns, rows in self.blocks:
+            names = MODELS[model][1]
+            columns = {name: slice(x0 + i * hidden, x0 + (i + 1) * hidden) for i, name in enumerate(names)}
+            self.blocks.append((model, hidden, columns, slice(u0, u0 + hidden)))
+            x0, u0 = x0 + len(names) * hidden, u0 + hidden
+        S, L, self.n_columns = len(self.seeds), len(self.lrs), x0
+        self.widths = [hidden for _, hidden, columns, _ in self.blocks for _ in columns]  # of each input matrix
+        hiddens = torch.tensor([hidden for _, hidden, _, _ in self.blocks])
+        self.unit_block = torch.repeat_interleave(torch.arange(len(self.blocks)), hiddens).to(device)
+        w_x = torch.zeros(S, 784, L, x0, dtype=dtype)
+        w_out = torch.zeros(S, L, u0, 10, dtype=dtype)
+        for s, seed in enumerate(self.seeds):  # every lr starts from the same weights
+            for model, hidden, columns, units in self.blocks:
                 init = init_weights(model, hidden, seed)
                 for name, cols in columns.items():
-                    w_x[u, :, cols] = init[name].repeat(1, len(lrs))
-                w_out[u, rows] = init["w_out"].repeat(len(lrs), 1)
-        self.w_x, self.w_out = w_x.to(device), w_out.to(device)
-        # each trial's learning rate on each of its weights: per column of W_x, per row of W_out
-        lr_unit = torch.repeat_interleave(torch.tensor([lr for *_, lr in self.slots], dtype=dtype), sizes)
-        lr_x = torch.cat([lr_unit[rows] for *_, columns, rows in self.blocks for _ in columns])
-        self.lr_x, self.lr_out = lr_x.view(1, 1, -1).to(device), lr_unit.view(1, -1, 1).to(device)
+                    w_x[s, :, :, cols] = init[name].unsqueeze(1)
+                w_out[s, :, units] = init["w_out"]
+        self.w_x, self.w_out = w_x.view(S, 784, L * x0).to(device), w_out.to(device)
+        lrs = torch.tensor(self.lrs, dtype=dtype)  # each trial's lr on each of its weights:
+        self.lr_x = lrs.repeat_interleave(x0).view(1, 1, -1).to(device)  # per column of W_x
+        self.lr_out = lrs.view(1, L, 1, 1).to(device)  # per lr of W_out
 
     def hidden_units(self, xw):
-        """All hidden units h [S, B, C], in W_out's row order, from all projections xw [S, B, Cx]:
-        each block's model function applied to its own projections, each shaped [S, B, L, h]."""
+        """All hidden units h [S, L, B, U] from all projections xw [S, B, L * X]: each block's
+        model function applied to its own projections, each a tensor of its own [S, L, B, hidden]
+        (copied out of xw, so a model may write its inputs in place as in a plain loop)."""
         S, B = xw.shape[:2]
-        projections = iter(xw.split(self.widths, -1))
-        return torch.cat([MODELS[model][0]({name: next(projections).view(S, B, len(lrs), hidden) for name in columns})
-                          .reshape(S, B, -1) for model, hidden, lrs, columns, _ in self.blocks], -1)
+        by_lr = xw.view(S, B, len(self.lrs), self.n_columns).transpose(1, 2)  # [S, L, B, X]
+        projections = iter(torch.split_with_sizes_copy(by_lr, self.widths, 3))
+        return torch.cat([MODELS[model][0]({name: next(projections) for name in columns})
+                          for model, _, columns, _ in self.blocks], 3)
 
     def logits(self, h, w_out):
-        """Each trial's 10 logits [S, B, 10, K] from all hidden units h [S, B, C] and the read-outs
-        W_out [S, C, 10]: unit c adds h[c] * W_out[c] to its own trial's logits only (index_add),
-        so an inf or NaN stays in its trial. (Summed with the units before the classes, 2-3x
-        faster than after on the CPU; the logits come back with the classes before the trials,
-        where a softmax over them is ~10x faster than over a short last axis.)"""
-        products = h.unsqueeze(3) * w_out.unsqueeze(1)  # [S, B, C, 10]
-        logits = products.new_zeros(*products.shape[:2], len(self.slots), 10).index_add_(2, self.unit_trial, products)
-        return logits.transpose(2, 3)
+        """Each trial's 10 logits [S, L, B, 10, blocks] from all hidden units h [S, L, B, U] and
+        the read-outs W_out [S, L, U, 10]: unit u adds h[u] * W_out[u] to its own block's logits
+        only (index_add), so an inf or NaN stays in its trial. (Summed with the units before the
+        classes, 2-3x faster than after on the CPU; the logits come back with the classes before
+        the blocks, where a softmax over them is ~10x faster than over a short last axis.)"""
+        products = h.unsqueeze(4) * w_out.unsqueeze(2)  # [S, L, B, U, 10]
+        logits = products.new_zeros(*products.shape[:3], len(self.blocks), 10).index_add_(3, self.unit_block, products)
+        return logits.transpose(3, 4)
 
-    def trial_weights(self, u, k):
-        """Slot k of seed index u as one trial alone has it: {"w_in": 784 x h, ..., "w_out": h x 10}."""
-        model, hidden, lr = self.slots[k]
-        _, _, lrs, columns, rows = next(b for b in self.blocks if b[:2] == (model, hidden))
-        i = lrs.index(lr) * hidden
-        weights = {name: self.w_x[u, :, cols.start + i:cols.start + i + hidden] for name, cols in columns.items()}
-        weights["w_out"] = self.w_out[u, rows.start + i:rows.start + i + hidden]
+    def trial_weights(self, s, l, b):
+        """Block b at lr index l of seed index s as one trial alone has it: {"w_in": 784 x h, ...,
+        "w_out": h x 10}."""
+        _, _, columns, units = self.blocks[b]
+        first = l * self.n_columns
+        weights = {name: self.w_x[s, :, first + cols.start:first + cols.stop] for name, cols in columns.items()}
+        weights["w_out"] = self.w_out[s, l, units]
         return {name: w.detach().cpu().clone() for name, w in weights.items()}
 
 
 def readout_grads(layout, h, y, w_out):
-    """The read-out and the loss, differentiated by hand: from hidden units h [S, B, C], one-hot
-    targets y [S, B, 10, 1] and W_out [S, C, 10], each trial's logits [S, B, 10, K] and the
-    gradients of the summed mean cross-entropies with respect to h and W_out. d loss / d logits
-    = (softmax - one-hot) / B for each trial; a unit's gradients come from its own trial's logits."""
+    """The read-out and the loss, differentiated by hand: from hidden units h [S, L, B, U], one-hot
+    targets y [S, 1, B, 10, 1] and W_out [S, L, U, 10], each trial's logits [S, L, B, 10, blocks]
+    and the gradients of the summed mean cross-entropies with respect to h and W_out. d loss /
+    d logits = (softmax - one-hot) / B for each trial; a unit's gradients come from its own
+    trial's logits."""
     logits = layout.logits(h, w_out)
-    d_logits = torch.softmax(logits, 2).sub_(y).div_(h.shape[1])  # [S, B, 10, K]
-    d_units = d_logits.transpose(2, 3).index_select(2, layout.unit_trial)  # [S, B, C, 10]
-    grad_h = (d_units * w_out.unsqueeze(1)).sum(3)  # [S, B, C]
-    grad_out = (d_units * h.unsqueeze(3)).sum(1)  # [S, C, 10]
+    d_logits = torch.softmax(logits, 3).sub_(y).div_(h.shape[2])  # [S, L, B, 10, blocks]
+    d_units = d_logits.transpose(3, 4).index_select(3, layout.unit_block)  # [S, L, B, U, 10]
+    grad_h = (d_units * w_out.unsqueeze(2)).sum(4)  # [S, L, B, U]
+    grad_out = (d_units * h.unsqueeze(4)).sum(2)  # [S, L, U, 10]
     return logits, grad_h, grad_out
 
 
@@ -417,36 +427,36 @@ def train_group(trials, data, progress=None, return_weights=False):
     device, dtype = data["train_x"].device, data["train_x"].dtype
     start = time.perf_counter()
     layout = Layout(trials, device, dtype)
-    S, K = len(layout.seeds), len(layout.slots)
+    S, L, n_blocks = len(layout.seeds), len(layout.lrs), len(layout.blocks)
     # Adam with one learning rate per trial, in one fused pass over all the weights. Each weight
     # w is kept as q = w / lr, lr its trial's. torch.optim.Adam at lr 1, handed the gradient of
     # w, moves q by Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the
     # gradient only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the
     # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column.
-    q_x = layout.w_x / layout.lr_x  # [S, 784, Cx]
-    q_out = layout.w_out / layout.lr_out  # [S, C, 10]
+    q_x = layout.w_x / layout.lr_x  # [S, 784, L * X]
+    q_out = layout.w_out / layout.lr_out  # [S, L, U, 10]
     adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM)
     targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
     n = len(targets)
     orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds]).to(device)  # [S, epochs, n]
     steps_per_epoch = math.ceil(n / batch_size)
     loss_from = (epochs - 1) * steps_per_epoch + steps_per_epoch - max(1, steps_per_epoch // 10)
-    loss_sum = torch.zeros(S, K, device=device, dtype=dtype)  # train_loss: the last 10% of batches
+    loss_sum = torch.zeros(S, L, n_blocks, device=device, dtype=dtype)  # train_loss: the last 10% of batches
     step = 0
     for epoch in range(epochs):
         for first in range(0, n, batch_size):
             index = orders[:, epoch, first:first + batch_size].flatten()  # each seed's own images
             x = data["train_x"].index_select(0, index).view(S, -1, 784)  # [S, B, 784]
-            y = targets.index_select(0, index).view(S, -1, 10, 1)  # [S, B, 10, 1]
+            y = targets.index_select(0, index).view(S, 1, -1, 10, 1)  # [S, 1, B, 10, 1]
             # Autograd records only the model functions (the code one edits); the matmuls, the
             # read-out and the loss around them are differentiated by hand.
-            xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, Cx]: x @ W_x
+            xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, L * X]: x @ W_x
             w_out = q_out * layout.lr_out
-            h = layout.hidden_units(xw)  # [S, B, C]
+            h = layout.hidden_units(xw)  # [S, L, B, U]
             with torch.no_grad():
                 logits, grad_h, grad_out = readout_grads(layout, h, y, w_out)
                 if step >= loss_from:  # each trial's mean cross-entropy on this batch
-                    loss_sum += (torch.logsumexp(logits, 2) - (logits * y).sum(2)).mean(1)
+                    loss_sum += (torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2)
             grad_xw, = torch.autograd.grad(h, xw, grad_h)
             q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
             adam.step()
@@ -454,31 +464,33 @@ def train_group(trials, data, progress=None, return_weights=False):
             if progress is not None and step % 25 == 0:
                 progress(step / (epochs * steps_per_epoch))
     layout.w_x, layout.w_out = q_x * layout.lr_x, q_out * layout.lr_out  # the trained weights
-    # evaluation: every trial's accuracy on the validation and test images
+    # evaluation: every trial's accuracy on the validation and test images, EVAL_BATCH at a time
     accuracy = {}
     with torch.no_grad():
         for split in ("val", "test"):
             xs, ys = data[split + "_x"], data[split + "_y"]
-            chunk = max(1, 4_000_000 // (S * layout.w_out.shape[1] * 10))
-            correct = torch.zeros(S, K, dtype=torch.long, device=device)
-            for j in range(0, len(ys), chunk):
-                logits = layout.logits(layout.hidden_units(xs[j:j + chunk] @ layout.w_x), layout.w_out)
-                correct += (logits.argmax(2) == ys[j:j + chunk, None]).sum(1)
-                if progress is not None:  # (it may stop the evaluation too)
-                    progress(1.0)
+            correct = torch.zeros(S, L, n_blocks, dtype=torch.long, device=device)
+            for s in range(S):  # a seed at a time, so that the read-out's products stay small
+                for j in range(0, len(ys), EVAL_BATCH):
+                    h = layout.hidden_units(torch.matmul(xs[j:j + EVAL_BATCH], layout.w_x[s:s + 1]))
+                    logits = layout.logits(h, layout.w_out[s:s + 1])
+                    correct[s] += (logits.argmax(3) == ys[j:j + EVAL_BATCH, None]).sum(2)[0]
+                    if progress is not None:  # (it may stop the evaluation too)
+                        progress(1.0)
             accuracy[split] = (correct.double() / len(ys)).tolist()
         train_losses = (loss_sum / (epochs * steps_per_epoch - loss_from)).tolist()
     elapsed = time.perf_counter() - start
-    trained_params = S * sum(n_params(model, hidden) for model, hidden, _ in layout.slots)
+    trained_params = S * L * sum(n_params(model, hidden) for model, hidden, _, _ in layout.blocks)
     results = {}
     for t in trials:
-        u, k = layout.seeds.index(t.seed), layout.slots.index((t.model, t.hidden, t.lr))
+        s, l = layout.seeds.index(t.seed), layout.lrs.index(t.lr)
+        b = next(i for i, block in enumerate(layout.blocks) if block[:2] == (t.model, t.hidden))
         params_t = n_params(t.model, t.hidden)
-        results[t] = {"params": params_t, "train_loss": train_losses[u][k],
-                      "val_acc": accuracy["val"][u][k], "test_acc": accuracy["test"][u][k],
+        results[t] = {"params": params_t, "train_loss": train_losses[s][l][b],
+                      "val_acc": accuracy["val"][s][l][b], "test_acc": accuracy["test"][s][l][b],
                       "time": elapsed * params_t / trained_params}
         if return_weights:
-            results[t]["weights"] = layout.trial_weights(u, k)
+            results[t]["weights"] = layout.trial_weights(s, l, b)
     return results
 
 

@@ -63,7 +63,7 @@ def autograd_readout_grads(layout, h, y, w_out):
     with torch.enable_grad():
         h, w_out = h.detach().requires_grad_(), w_out.detach().requires_grad_()
         logits = layout.logits(h, w_out)
-        loss = (torch.logsumexp(logits, 2) - (logits * y).sum(2)).mean(1).sum()
+        loss = (torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2).sum()
         grad_h, grad_out = torch.autograd.grad(loss, [h, w_out])
     return logits.detach(), grad_h, grad_out
 

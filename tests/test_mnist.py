@@ -269,9 +269,11 @@ def test_synthetic_set_is_mnist_shaped(synthetic_dir, synthetic_full):
 
 # ------------------------------------------------------------------------------------------
 # The models: whatever a MODELS entry does, each trial trains beside others as it trains alone,
-# and as a plain per-trial loop with torch.optim.Adam trains it. The test models normalise over
-# the hidden units, which a layout that hands a model several trials' units on one axis would
-# mix between trials.
+# and as a plain per-trial loop with torch.optim.Adam trains it. The test models do what a layout
+# could get wrong: two normalise over the hidden units (a layout that put several trials' units on
+# one axis would mix them), one takes a mean over the batch (axis -2: a layout with anything else
+# there would mix trials), and one writes its input in place (views a layout hands out may
+# forbid that, where the plain loop allows it).
 
 def ffn_rmsnorm_relu(xw):
     units = torch.relu(xw["w_in"])
@@ -282,7 +284,18 @@ def ffn_softmax_gate(xw):
     return xw["w_in"] * torch.softmax(xw["w_gate"], -1)
 
 
-TEST_MODELS = {"rmsnorm_relu": (ffn_rmsnorm_relu, ("w_in",)), "softmax_gate": (ffn_softmax_gate, ("w_in", "w_gate"))}
+def ffn_batch_centred_relu(xw):  # batch statistics: each unit minus its mean over the batch (axis -2)
+    units = torch.relu(xw["w_in"])
+    return units - units.mean(-2, keepdim=True)
+
+
+def ffn_inplace_reglu(xw):  # writes one of its inputs in place, as nn.ReLU(inplace=True) does
+    return F.relu(xw["w_gate"], inplace=True) * xw["w_in"]
+
+
+TEST_MODELS = {"rmsnorm_relu": (ffn_rmsnorm_relu, ("w_in",)), "softmax_gate": (ffn_softmax_gate, ("w_in", "w_gate")),
+               "batch_centred_relu": (ffn_batch_centred_relu, ("w_in",)),
+               "inplace_reglu": (ffn_inplace_reglu, ("w_in", "w_gate"))}
 EVERY_MODEL = list(M.MODELS) + list(TEST_MODELS)
 
 
@@ -322,8 +335,9 @@ def reference_trial(model, hidden, batch_size, lr, seed, data, epochs=1):
             opt.step()
             losses.append(loss.item())
     tail = max(1, len(losses) // 10)
-    with torch.no_grad():
-        acc = {s: (forward(data[s + "_x"]).argmax(-1) == data[s + "_y"]).float().mean().item() for s in ("val", "test")}
+    with torch.no_grad():  # EVAL_BATCH images at a time, as the script (a model may use batch statistics)
+        acc = {s: sum((forward(data[s + "_x"][i:i + M.EVAL_BATCH]).argmax(-1) == data[s + "_y"][i:i + M.EVAL_BATCH]).sum().item()
+                      for i in range(0, len(data[s + "_y"]), M.EVAL_BATCH)) / len(data[s + "_y"]) for s in ("val", "test")}
     return {k: v.detach() for k, v in w.items()}, sum(losses[-tail:]) / tail, acc
 
 
@@ -578,7 +592,7 @@ def test_resume_refuses_a_different_grid(full_run, synthetic_dir, capsys):
 
 
 def test_a_log_of_the_previous_trainer_resumes(mnist_dir, repo_root, tmp_path):
-    """logs/reference/mnist-cpu.txt was written by the trainer before this one (a block-diagonal
+    """logs/reference/mnist-cpu.txt was written by an earlier trainer (a block-diagonal
     read-out): with one batch-size-64 trial line and its done: line taken out, --resume retrains
     that group and writes back the missing line, which the new trainer computes as the old one
     did, up to float32 rounding (lr 0.001 is not chaotic: the accuracies agree to a few images)."""
