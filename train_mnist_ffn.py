@@ -11,16 +11,16 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
 Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST, in 26.4 s (the fastest of two; 32.1 s on a busier hour). logs/reference/mnist-cpu.txt
-is a run of an earlier trainer: this one writes 403 of its 512 trial lines to the last digit, the
+real MNIST, in 26 to 38 s depending on the shared host's load. logs/reference/mnist-cpu.txt
+is a run of an earlier trainer: this one writes 405 of its 512 trial lines to the last digit, the
 others differ by float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean
 validation / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU
-0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64 trials): 5.05 s batched against
-52.1 s for a plain per-trial loop, 10.3x. A step of one seed's 32 batch-8 trials takes about
-0.66 ms: the two matmuls 0.14 ms, Adam over their 280k weights 0.15 ms, the models' 8 calls and
-their autograd backward 0.25 ms, the read-out and the loss 0.10 ms. At 8 seeds (3.9 ms a step)
-the matmuls and Adam stream 2.3M weights with their gradients and moments, and memory traffic,
-not per-op overhead, bounds the step.
+0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64 trials): 4.05 s batched against
+57.9 s for a plain per-trial loop, 14.3x, on a quiet hour (8.6x to 12.0x on busier ones). A
+step of one seed's 32 batch-8 trials takes about 0.66 ms: the two matmuls 0.14 ms, Adam over
+their 280k weights 0.15 ms, the models' 8 calls and their autograd backward 0.25 ms, the read-out
+and the loss 0.10 ms. At 8 seeds (3.9 ms a step) the matmuls and Adam stream 2.3M weights with
+their gradients and moments, and memory traffic, not per-op overhead, bounds the step.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
 trains as one computation; the groups train at the same time, one thread each (--workers).
@@ -378,7 +378,7 @@ class Layout:
         (copied out of xw, so a model may write its inputs in place as in a plain loop)."""
         S, B = xw.shape[:2]
         by_lr = xw.view(S, B, len(self.lrs), self.n_columns).transpose(1, 2)  # [S, L, B, X]
-        projections = iter(torch.split_with_sizes_copy(by_lr, self.widths, 3))
+        projections = iter([p.clone() for p in by_lr.split(self.widths, 3)])
         return torch.cat([MODELS[model][0]({name: next(projections) for name in columns})
                           for model, _, columns, _ in self.blocks], 3)
 
