@@ -335,9 +335,13 @@ def reference_trial(model, hidden, batch_size, lr, seed, data, epochs=1):
             opt.step()
             losses.append(loss.item())
     tail = max(1, len(losses) // 10)
-    with torch.no_grad():  # EVAL_BATCH images at a time, as the script (a model may use batch statistics)
-        acc = {s: sum((forward(data[s + "_x"][i:i + M.EVAL_BATCH]).argmax(-1) == data[s + "_y"][i:i + M.EVAL_BATCH]).sum().item()
-                      for i in range(0, len(data[s + "_y"]), M.EVAL_BATCH)) / len(data[s + "_y"]) for s in ("val", "test")}
+    acc = {}
+    with torch.no_grad():  # EVAL_BATCH images at a time, as the script does (a model may use batch statistics)
+        for split in ("val", "test"):
+            xs, ys = data[split + "_x"], data[split + "_y"]
+            correct = sum((forward(xs[i:i + M.EVAL_BATCH]).argmax(-1) == ys[i:i + M.EVAL_BATCH]).sum().item()
+                          for i in range(0, len(ys), M.EVAL_BATCH))
+            acc[split] = correct / len(ys)
     return {k: v.detach() for k, v in w.items()}, sum(losses[-tail:]) / tail, acc
 
 
