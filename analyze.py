@@ -466,16 +466,24 @@ def t_below_p(t, df):
     return two_sided / 2 if t < 0 else 1 - two_sided / 2
 
 
+def welch_se_df(a, b):
+    """Welch's standard error of mean(a) - mean(b) and its degrees of freedom, along axis 0 (a, b:
+    arrays with at least 2 rows; df is nan where neither side has any spread)."""
+    va, vb = a.var(axis=0, ddof=1) / len(a), b.var(axis=0, ddof=1) / len(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return np.sqrt(va + vb), df
+
+
 def welch(a, b):
     """Welch's unequal-variance t-test: (t, df, two-sided p); nan when a side has < 2 values."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or len(b) < 2:
         return math.nan, math.nan, math.nan
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    if va + vb == 0:
+    se, df = welch_se_df(a, b)
+    if se == 0:
         return math.nan, math.nan, math.nan  # no spread at all: a t-test says nothing
-    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    t = (a.mean() - b.mean()) / se
     return t, df, t_two_sided_p(t, df)
 
 
@@ -1391,13 +1399,9 @@ def loss_difference(runs, base_runs, axis):
     diff = g.mean(axis=0) - b.mean(axis=0)
     half = np.full(len(grid), math.nan)
     if len(runs) > 1 and len(base_runs) > 1:
-        vg, vb = g.var(axis=0, ddof=1) / len(runs), b.var(axis=0, ddof=1) / len(base_runs)
-        for j in range(len(grid)):
-            if vg[j] + vb[j] > 0:
-                df = (vg[j] + vb[j]) ** 2 / (vg[j] ** 2 / (len(runs) - 1) + vb[j] ** 2 / (len(base_runs) - 1))
-                half[j] = t_quantile(0.975, df) * math.sqrt(vg[j] + vb[j])
-            else:  # every run of both sides at the same loss here (step 0): no spread
-                half[j] = 0.0
+        se, df = welch_se_df(g, b)
+        for j in range(len(grid)):  # se 0: every run of both sides at the same loss here (step 0)
+            half[j] = t_quantile(0.975, df[j]) * se[j] if se[j] > 0 else 0.0
     return dict(x=grid, diff=diff, lo=diff - half, hi=diff + half, runs=g - b.mean(axis=0),
                 base_runs=b - b.mean(axis=0))
 
@@ -1865,7 +1869,7 @@ def plot_val_loss_difference(res, colors, out):
             ax.set_title(f"{label} − {base} at equal {axis}: {end[0]:+.4f}"
                          + (f" [{end[1]:+.4f}, {end[2]:+.4f}]" if not math.isnan(end[1]) else " (no interval: one run)")
                          + f" at the end; n = {len(runs)} and {len(base_runs)}", fontsize=9)
-        interval = len(runs) > 1 and len(base_runs) > 1
+        interval = not math.isnan(d["lo"][-1])  # loss_difference gives one with two runs a side
         handles = [matplotlib.lines.Line2D([], [], color=colors[label], lw=2, label="difference of the means")] + (
                   [matplotlib.patches.Patch(color=colors[label], alpha=0.25, label="95% interval (Welch t, seeds)")]
                   if interval else []) + [
