@@ -616,18 +616,20 @@ def find_files(pattern: str) -> list:
     return files
 
 
-def no_files_message(flag: str, pattern: str, need: int) -> str:
-    """Why nothing matches a --train-files / --val-files glob, and what to do about it."""
+def no_files_message(flag: str, pattern: str, need, why: str = "") -> str:
+    """Why nothing matches a --train-files / --val-files glob, and what to do about it. need: the
+    FineWeb shards the run reads (None: not even one step fits in a shard); why: what adds up to
+    need, said after the download command."""
     if not pattern or os.path.isdir(pattern):
         return f"{flag} {pattern or repr('')}: give it a glob of shard files (e.g. '{pattern or 'data/tiny'}/*.bin')"
     folder = Path(pattern).parent
-    if folder.name == FINEWEB_DIR.name and need is None:
-        return (f"no shard matches {flag} {pattern}, and a FineWeb-10B shard ({FULL_SHARD_TOKENS:,} tokens) "
-                "would not hold one step of --batch-size x --seq-len tokens: lower them")
     if folder.name == FINEWEB_DIR.name:          # FineWeb's folder (here, or where --dir put it): download it
+        if need is None:
+            return (f"no shard matches {flag} {pattern}, and a FineWeb-10B shard ({FULL_SHARD_TOKENS:,} tokens) "
+                    "would not hold one step of --batch-size x --seq-len tokens: lower them")
         elsewhere = "" if folder == Path("data/fineweb10B") or folder.resolve() == FINEWEB_DIR else f" --dir {folder}"
         return (f"no shard matches {flag} {pattern}; download FineWeb-10B with "
-                f"`python {DOWNLOAD_SCRIPT} {need}{elsewhere}`")
+                f"`python {DOWNLOAD_SCRIPT} {need}{elsewhere}`{why}")
     beside_script = Path(__file__).resolve().parent / folder
     if not folder.is_dir() and not folder.is_absolute() and beside_script.is_dir():
         folder = beside_script
@@ -952,11 +954,9 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
     need = shards_needed(hp.num_iterations, hp.batch_size, hp.seq_len)
     train_files, val_files = find_files(hp.train_files), find_files(hp.val_files)
     if not train_files:
-        message = no_files_message("--train-files", hp.train_files, need)
-        if "FineWeb" in message and need is not None:
-            message += (f" ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} "
-                        f"shard{'s' * (need != 1)} of {FULL_SHARD_TOKENS} tokens)")
-        raise UsageError(message)
+        why = (f" ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} "
+               f"shard{'s' * (need != 1)} of {FULL_SHARD_TOKENS} tokens)")
+        raise UsageError(no_files_message("--train-files", hp.train_files, need, why))
     if not val_files:
         raise UsageError(no_files_message("--val-files", hp.val_files, need))
     train_loader = DistributedTokenLoader(train_files, hp.device_batch_size, hp.seq_len, rank, world_size,
@@ -1029,7 +1029,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             if checkpoint is not None and not log_text.endswith("\n"):
                 # the killed process was cut in the middle of a line: the resume: record starts a line
                 # of its own rather than run into it (which would make readers skip both)
-                log.file.write("\n")
+                log.write("", echo=False)
         except OSError as e:
             where = f"--log-dir {hp.log_dir}" if checkpoint is None else f"the run's log {log_path}"
             raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
