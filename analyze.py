@@ -80,7 +80,7 @@ MAX_COUNT = 10 ** 6
 
 
 # ----------------------------------------------------------------------------------------------
-# Parsing: the log contract (../shared/specs/log-format.md)
+# Parsing: the log contract (docs/log-format.md)
 
 RECORD_START = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*:")
 

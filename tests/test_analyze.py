@@ -515,7 +515,7 @@ def test_default_input_is_logs_without_the_reference_runs(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------------------------------------
-# A small generator of logs that follow the contract (../shared/specs/log-format.md), for sets of
+# A small generator of logs that follow the contract (docs/log-format.md), for sets of
 # runs with a known answer
 
 def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started="2026-01-01T00:00:00Z",
