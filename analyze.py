@@ -26,8 +26,9 @@ Whatever an answer rests on that is incomplete or odd (missing trials, diverged 
 runs, logs of other grids or other code pooled, runs on other machines) is said in a warning, on
 screen and in summary.md / summary.json, and the table cells it touches carry a note.
 
-Writes PNGs, summary.md (also printed) and summary.json into --out (default plots/); the README
-documents every figure and every summary.json field.
+Writes PNGs, summary.md (also printed) and summary.json into --out (default plots/);
+docs/analyze.md documents every figure and computation, docs/summary-json.md every summary.json
+field, docs/log-format.md the logs it reads.
 
 Measured (2-core CPU development machine, shared, numpy 2.4.6, end to end with figures): the
 576-trial default study with --param-match in about 2 s; 10,000 trials (2 models x 4 hidden

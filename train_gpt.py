@@ -28,9 +28,12 @@ How to run
     step accumulates batch_size / (device_batch_size x world_size) micro-steps. On a GPU that
     runs out of memory, halve --device-batch-size (the accumulation doubles to keep the batch).
 
-Measured results (none of them measured with this file on a GPU yet: this was written on a
-machine without one)
-    The record (published, its own script): 8x H100, PyTorch 2.4.1, 5100 steps:
+Measured results (docs/benchmarks.md has every figure with its machine)
+    This file on one NVIDIA H200 (torch 2.11 + CUDA 13): the full model, 8 micro-steps of
+    64 x 1024 random tokens a step, torch.compile, one run each, step_avg over steps 11-20:
+        relu2 926.6 ms/step, peak 31,536 MiB allocated; swiglu_thin 881.5 ms/step, 29,041 MiB;
+        the record's own script 978.0 ms/step, 31,073 MiB. Compiling takes about 100 s.
+    Published (the record's script): the record, 8x H100, PyTorch 2.4.1, 5100 steps:
         val_loss 3.2741, train_time 910546ms, step_avg 178.89ms.
     Seed 003 (published, the record's script with the MLP swapped):
         1x A100 40GB, 1500 steps: relu2 2344.31 ms/step val 3.5349 31026 MiB;
@@ -42,12 +45,8 @@ machine without one)
         swiglu_thin val_loss 6.2712 (step 0) -> 4.7385 (10) -> 3.9816 (20) -> 3.7213 (30) -> 3.6511 (40)
     (log(512) = 6.24 is a uniform guess, 1.82 the tiny language's entropy rate.) Without
     --vocab-size 512 the 50304-way head makes it ~15x slower (18 s) and it falls 10.77 -> 4.23.
-    Step time on a GPU: still to be measured, with `bash bench/gpu_check.sh`. Measured on one
-    H100 80GB (torch 2.11 + CUDA 13, 8 micro-steps of 64 x 1024 tokens) before the two speed
-    changes in this file (rotary cos/sin computed once; Newton-Schulz compiled): relu2 1198.7
-    ms/step, swiglu_thin 1165.4; the record's own script 1095.4 and 1038.6 (README: Speed).
 
-Choices where the record is silent or this file differs (all documented in the README)
+Choices where the record is silent or this file differs (docs/train_gpt.md describes them)
     - Paths: a relative --train-files/--val-files glob is matched from the current folder; if
       nothing matches there it is matched from this file's folder, where
       data/cached_fineweb10B.py puts the data. --log-dir is relative to the current folder.

@@ -10,17 +10,16 @@ turns that pool into the random-search comparison.
     python train_mnist_ffn.py --data-dir ../shared/data/mnist  # use a folder of the four files
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
-Measured on a 2-core AMD EPYC VM (torch 2.13.0 CPU): the full default study, 512 trials on
-real MNIST, in 26 to 38 s depending on the shared host's load. logs/reference/mnist-cpu.txt
-is a run of an earlier trainer: this one writes 405 of its 512 trial lines to the last digit, the
-others differ by float rounding that chaotic training amplifies. At lr 1e-3, h 16 the mean
-validation / test accuracy over the 16 trials of each model is ReLU 0.907 / 0.914 and GeGLU
-0.929 / 0.934. bench/bench_mnist.py, one seed of the grid (64 trials): 4.05 s batched against
-57.9 s for a plain per-trial loop, 14.3x, on a quiet hour (8.6x to 12.0x on busier ones). A
-step of one seed's 32 batch-8 trials takes about 0.66 ms: the two matmuls 0.14 ms, Adam over
-their 280k weights 0.15 ms, the models' 8 calls and their autograd backward 0.25 ms, the read-out
-and the loss 0.10 ms. At 8 seeds (3.9 ms a step) the matmuls and Adam stream 2.3M weights with
-their gradients and moments, and memory traffic, not per-op overhead, bounds the step.
+Measured (docs/benchmarks.md has every figure with its machine): the full default study, 512
+trials on real MNIST, in 17.1 s on one NVIDIA H200 (torch 2.11 + CUDA 13) and in 26 to 38 s on a
+shared 2-core AMD EPYC VM (torch 2.13.0 CPU), depending on the host's load. bench/bench_mnist.py,
+one seed of the grid (64 trials) on that VM: batched about 10x faster than a plain per-trial loop
+(median of five runs 10.7x; 14.3x on a quiet hour, 4.05 s against 57.9 s). A step of one seed's
+32 batch-8 trials takes about 0.66 ms: the two matmuls 0.14 ms, Adam over their 280k weights
+0.15 ms, the models' 8 calls and their autograd backward 0.25 ms, the read-out and the loss
+0.10 ms. At 8 seeds (3.9 ms a step) memory traffic, not per-op overhead, bounds the step. The
+study's result on logs/reference/mnist-cpu.txt (a CPU run): GeGLU better than ReLU at equal
+hidden size in all 12 comparisons, ReLU better at equal parameter count in all 9 (README).
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group that
 trains as one computation; the groups train at the same time, one thread each (--workers).
