@@ -2103,7 +2103,7 @@ def summary_json(mnist, gpt, args, files, warnings):
                          notes=mnist["notes"].get((m, h), []), curve=mnist["curves"][(m, h)])
             summary["mnist"].setdefault(m, {})[str(h)] = entry
         # c["mean_against_wins"] only feeds the figure captions: the cell's notes already say it,
-        # and summary.json keeps the fields the README lists
+        # and summary.json keeps the fields docs/summary-json.md lists
         cells = lambda cs: [{k: v for k, v in c.items() if k != "mean_against_wins"} for c in cs]
         summary["mnist_comparisons"] = cells(mnist["comparisons"])
         summary["mnist_claim_check"] = mnist["claim"]

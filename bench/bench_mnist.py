@@ -11,7 +11,7 @@ its batch-size groups at the same time on --workers threads (default 2, one per 
 same either way: its time goes to per-op overhead, not arithmetic).
 
 --tricks also times the batched side once without each of its speed tricks, one at a time, in
-the same run (the README's table of tricks): a trick is worth keeping only if removing it
+the same run (docs/benchmarks.md's table of tricks): a trick is worth keeping only if removing it
 makes training slower.
 
     python bench/bench_mnist.py                      # one seed, full epoch (about a minute on 2 cores)

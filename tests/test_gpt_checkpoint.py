@@ -217,7 +217,7 @@ def test_a_checkpoint_holds_the_whole_state_of_the_run(baseline):
     assert [n for _, n in ckpt["data"]["train"]] == [100_000, 100_000] and len(ckpt["data"]["val"]) == 1
     assert ckpt["train_time_ms"] == pytest.approx(last_lines(records)[(20, "val_loss")]["train_time"], abs=0.5)
     assert torch.is_tensor(ckpt["rng"]["torch"]) and ckpt["precision"] == config["precision"] == "fp32"
-    # the disk cost is the README's formula: fp32 weights (the tied matrix once) + AdamW's two moments
+    # the disk cost is docs/train_gpt.md's formula: fp32 weights (the tied matrix once) + AdamW's two moments
     # of the embedding/head + Muon's momentum of every block matrix, plus a little framing
     head, params = 512 * 64, 131_072
     size = (tg.checkpoint_folder(baseline) / "step20.pt").stat().st_size
