@@ -167,7 +167,7 @@ def test_readme_commands_that_run_in_seconds_run(tmp_path):
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, capture_output=True,
                               text=True, timeout=300, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
         assert done.returncode == 0, f"{block}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
-    smoke_logs = list((tmp_path / "logs").glob("gpt-*.txt"))
+    smoke_logs = list((tmp_path / "logs").rglob("gpt-*.txt"))
     assert len(smoke_logs) == 1
     done_line = [line for line in smoke_logs[0].read_text().splitlines() if line.startswith("done:")][-1]
     assert "steps:40 " in done_line and "status:ok" in done_line
