@@ -5,10 +5,15 @@ What it is
     small (12 layers, 6 heads, width 768, vocab 50304) with rotary embeddings, QK-norm,
     weightless RMSNorm, zero-initialised output projections and a tied embedding/head, trained
     on FineWeb-10B GPT-2 tokens with Muon (every matrix in the blocks) and AdamW (the tied
-    embedding/head). Every default is the record's. The one switch the study needs is
-    `--mlp relu2` (the record: 768 -> 3072, relu(x)^2, 3072 -> 768) or `--mlp swiglu_thin`
-    (seed 003: gate and value 768 -> 1536, silu(gate) * value, 1536 -> 768). The MLP classes
-    are right below the attention: edit them there.
+    embedding/head). Every default is the record's. The one switch the study needs is --mlp, an
+    entry of MLPS (widths for d = 768):
+        relu2        the record (the default): 768 -> 3072, relu(x)^2, 3072 -> 768
+        swiglu_thin  seed 003: gate and value 768 -> 1536, silu(gate) * value, 1536 -> 768
+        relu, gelu   768 -> 3072, relu(x) or gelu(x) (the exact, erf one), 3072 -> 768
+        reglu, geglu, swiglu   Shazeer (2020)'s GLU variants at the record's parameter count: gate
+                     and value 768 -> 2048 (8d/3, to a multiple of 128), act(gate) * value, 2048 -> 768
+    To add an MLP, write its class (or reuse MLP / GatedMLP) and add its entry to MLPS: the MLP
+    section is right below the attention. --mlp, the log and the tests follow from MLPS.
 
 How to run
     python data/cached_fineweb10B.py 8                        # val shard + 8 train shards (1500 steps)
@@ -62,9 +67,13 @@ Choices where the record is silent or this file differs (all documented in the R
     - --warmdown-iters larger than --num-iterations is clamped to it (the record's formula
       would start the run at a reduced learning rate); the log holds the value used.
     - Precision: bf16 autocast on CUDA (the record); fp32 on CPU by default (--precision).
-    - swiglu_thin computes gate and value with one 768 -> 3072 matmul (one weight, gate rows
-      first); Muon orthogonalises the two 1536 x 768 halves separately, as if they were the
-      seed's two matrices. So swiglu_thin has 72 Muon parameters, 84 orthogonalised matrices.
+    - The gated MLPs (swiglu_thin and the GLU variants) compute gate and value with one matmul
+      (one weight, gate rows first: 768 -> 3072 for swiglu_thin); Muon orthogonalises the two
+      halves separately, as if they were the seed's two matrices. So with a gated MLP the model
+      has 72 Muon parameters and 84 orthogonalised matrices (the record: 72 and 72).
+    - The config: record holds every field of Hyperparameters (the value used where one is
+      resolved or clamped: device, precision, warmdown_iters) and the derived keys (mlp_hidden,
+      params, grad_accum, ...); the log contract's keys first, in its order.
 """
 import argparse
 import dataclasses
@@ -102,8 +111,8 @@ import torch.nn.functional as F
 @dataclass
 class Hyperparameters:
     mlp: str = field(default="relu2", metadata=dict(choices=lambda: list(MLPS),     # MLPS's names when parsed
-                     help="the MLP of every block, an entry of MLPS (see the MLP section of this file): relu2 "
-                          "(the record), swiglu_thin (seed 003), Shazeer (2020)'s GLU variants ..."))
+                     help="the MLP of every block: a name in MLPS, the MLP section of this file (relu2: the "
+                          "record; swiglu_thin: seed 003)"))
     # model
     n_layer: int = field(default=12, metadata=dict(help="transformer blocks"))
     n_head: int = field(default=6, metadata=dict(help="attention heads (head dim = n_embd / n_head)"))
@@ -190,6 +199,9 @@ def check_settings(hp: Hyperparameters, world_size: int):
         return f"--{name.replace('_', '-')} {getattr(hp, name)}"
 
     defaults = Hyperparameters()
+    if hp.mlp not in MLPS:                       # argparse checks a flag; this, a resumed run's setting
+        raise UsageError(f"--mlp {hp.mlp}: not an entry of MLPS in {Path(__file__).name} ({', '.join(MLPS)}); "
+                         "add it there, or pick one of those")
     for name in AT_LEAST_ONE + AT_LEAST_ZERO:
         lowest = 1 if name in AT_LEAST_ONE else 0
         if getattr(hp, name) < lowest:
@@ -276,10 +288,11 @@ class CausalSelfAttention(nn.Module):
 
 
 # ---- The MLP: the one place a researcher edits. ------------------------------------------------
-# A new MLP is a class (or a function) here and an entry in MLPS: name -> a callable taking the
-# model width d that returns the module. Everything else derives from MLPS: --mlp's choices, the
-# log's mlp_hidden, the tests (tests/test_gpt_math.py then asks for the new entry's reference
-# formula) and the benches. An MLP module
+# MLPS (below the classes) maps each --mlp name to a callable that builds the MLP for the model width
+# d. To add an MLP, add an entry, e.g. `"bilinear": lambda d: GatedMLP(d, glu_hidden(d), lambda x: x)`,
+# or write a class here and add `"mine": MyMLP`. The rest follows from MLPS: --mlp's choices, the
+# log's mlp_hidden and the tests (tests/test_gpt_math.py then asks for the entry's reference formula,
+# written there from the MLP's definition). An MLP module
 #   - maps (B, T, d) to (B, T, d) and names its output projection c_proj: the log's mlp_hidden is
 #     c_proj.in_features, and c_proj starts at zero, so that each block starts as the identity (the record);
 #   - has matrices only (no biases: Muon takes every parameter of the blocks, and it is for matrices);
@@ -333,13 +346,13 @@ def glu_hidden(n_embd: int) -> int:
     return 128 * max(1, (8 * n_embd + 192) // 384)
 
 
-MLPS = {                                          # --mlp NAME: the MLP of every block, built for width d
-    "relu2": lambda d: MLP(d, 4 * d, relu2),                     # the record (the default)
-    "swiglu_thin": lambda d: GatedMLP(d, 2 * d, F.silu),              # seed 003: 6 d^2 weights, 3/4 of the record's
+MLPS = {                                 # --mlp NAME: a callable that builds the MLP for model width d
+    "relu2": lambda d: MLP(d, 4 * d, relu2),                    # the record (the default)
+    "swiglu_thin": lambda d: GatedMLP(d, 2 * d, F.silu),        # seed 003: 6 d^2 weights, 3/4 of the record's
     "relu": lambda d: MLP(d, 4 * d, F.relu),
-    "gelu": lambda d: MLP(d, 4 * d, F.gelu),                     # the exact (erf) GELU
-    "reglu": lambda d: GatedMLP(d, glu_hidden(d), F.relu),            # Shazeer (2020)'s GLU variants at the
-    "geglu": lambda d: GatedMLP(d, glu_hidden(d), F.gelu),            # record's parameter count
+    "gelu": lambda d: MLP(d, 4 * d, F.gelu),                    # the exact (erf) GELU
+    "reglu": lambda d: GatedMLP(d, glu_hidden(d), F.relu),      # Shazeer (2020)'s GLU variants, at the
+    "geglu": lambda d: GatedMLP(d, glu_hidden(d), F.gelu),      # record's parameter count
     "swiglu": lambda d: GatedMLP(d, glu_hidden(d), F.silu),
 }
 

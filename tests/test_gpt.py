@@ -520,6 +520,12 @@ def test_an_mlp_added_to_mlps_trains_end_to_end_with_nothing_else_changed(tiny_s
     assert capsys.readouterr().out.splitlines()[-1] == f"next: python analyze.py {only_log(log_dir)}"
 
 
+def test_an_mlp_no_longer_in_mlps_is_one_line():
+    """A resumed run takes --mlp from its checkpoint, past argparse's choices: the check names the MLPs."""
+    with pytest.raises(tg.UsageError, match="--mlp tanh3: not an entry of MLPS in train_gpt.py \\(relu2, swiglu_thin"):
+        tg.check_settings(tg.Hyperparameters(mlp="tanh3"), world_size=1)
+
+
 def test_a_field_added_to_the_dataclass_is_in_the_config_record():
     """The config: record holds every field of the settings, so runs that differ in a setting someone
     adds never look alike; the contract's keys keep their places."""
