@@ -105,7 +105,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------------------------
-# Hyperparameters: the record's values. Every field is a command-line flag (--num-iterations ...).
+# Hyperparameters: the record's values. Every field is a command-line flag (--num-iterations ...)
+# and a key of the log's config: record.
 
 
 @dataclass
