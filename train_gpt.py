@@ -5,10 +5,15 @@ What it is
     small (12 layers, 6 heads, width 768, vocab 50304) with rotary embeddings, QK-norm,
     weightless RMSNorm, zero-initialised output projections and a tied embedding/head, trained
     on FineWeb-10B GPT-2 tokens with Muon (every matrix in the blocks) and AdamW (the tied
-    embedding/head). Every default is the record's. The one switch the study needs is
-    `--mlp relu2` (the record: 768 -> 3072, relu(x)^2, 3072 -> 768) or `--mlp swiglu_thin`
-    (seed 003: gate and value 768 -> 1536, silu(gate) * value, 1536 -> 768). The MLP classes
-    are right below the attention: edit them there.
+    embedding/head). Every default is the record's. The one switch the study needs is --mlp, an
+    entry of MLPS (widths for d = 768):
+        relu2        the record (the default): 768 -> 3072, relu(x)^2, 3072 -> 768
+        swiglu_thin  seed 003: gate and value 768 -> 1536, silu(gate) * value, 1536 -> 768
+        relu, gelu   768 -> 3072, relu(x) or gelu(x) (the exact, erf one), 3072 -> 768
+        reglu, geglu, swiglu   Shazeer (2020)'s GLU variants at the record's parameter count: gate
+                     and value 768 -> 2048 (8d/3, to a multiple of 128), act(gate) * value, 2048 -> 768
+    To add an MLP, write its class (or reuse MLP / GatedMLP) and add its entry to MLPS: the MLP
+    section is right below the attention. --mlp, the log and the tests follow from MLPS.
 
 How to run
     python data/cached_fineweb10B.py 8                        # val shard + 8 train shards (1500 steps)
@@ -61,9 +66,13 @@ Choices where the record is silent or this file differs (docs/train_gpt.md descr
     - --warmdown-iters larger than --num-iterations is clamped to it (the record's formula
       would start the run at a reduced learning rate); the log holds the value used.
     - Precision: bf16 autocast on CUDA (the record); fp32 on CPU by default (--precision).
-    - swiglu_thin computes gate and value with one 768 -> 3072 matmul (one weight, gate rows
-      first); Muon orthogonalises the two 1536 x 768 halves separately, as if they were the
-      seed's two matrices. So swiglu_thin has 72 Muon parameters, 84 orthogonalised matrices.
+    - The gated MLPs (swiglu_thin and the GLU variants) compute gate and value with one matmul
+      (one weight, gate rows first: 768 -> 3072 for swiglu_thin); Muon orthogonalises the two
+      halves separately, as if they were the seed's two matrices. So with a gated MLP the model
+      has 72 Muon parameters and 84 orthogonalised matrices (the record: 72 and 72).
+    - The config: record holds every field of Hyperparameters (the value used where one is
+      resolved or clamped: device, precision, warmdown_iters) and the derived keys (mlp_hidden,
+      params, grad_accum, ...); the log contract's keys first, in its order.
 """
 import argparse
 import dataclasses
@@ -95,13 +104,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # ----------------------------------------------------------------------------------------------
-# Hyperparameters: the record's values. Every field is a command-line flag (--num-iterations ...).
+# Hyperparameters: the record's values. Every field is a command-line flag (--num-iterations ...)
+# and a key of the log's config: record.
 
 
 @dataclass
 class Hyperparameters:
-    mlp: str = field(default="relu2", metadata=dict(choices=["relu2", "swiglu_thin"],
-                     help="relu2: 768->3072, relu^2, 3072->768 (the record); swiglu_thin: seed 003"))
+    mlp: str = field(default="relu2", metadata=dict(choices=lambda: list(MLPS),     # MLPS's names when parsed
+                     help="the MLP of every block: a name in MLPS, the MLP section of this file (relu2: the "
+                          "record; swiglu_thin: seed 003)"))
     # model
     n_layer: int = field(default=12, metadata=dict(help="transformer blocks"))
     n_head: int = field(default=6, metadata=dict(help="attention heads (head dim = n_embd / n_head)"))
@@ -166,8 +177,9 @@ def parse_flags(argv=None) -> dict:
         if f.type is bool or f.type == "bool":
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help)
         else:
-            parser.add_argument(flag, dest=f.name, type=type(f.default), choices=f.metadata.get("choices"),
-                                help=help)
+            choices = f.metadata.get("choices")
+            parser.add_argument(flag, dest=f.name, type=type(f.default), help=help,
+                                choices=choices() if callable(choices) else choices)
     return vars(parser.parse_args(argv))
 
 
@@ -187,6 +199,9 @@ def check_settings(hp: Hyperparameters, world_size: int):
         return f"--{name.replace('_', '-')} {getattr(hp, name)}"
 
     defaults = Hyperparameters()
+    if hp.mlp not in MLPS:                       # argparse checks a flag; this, a resumed run's setting
+        raise UsageError(f"--mlp {hp.mlp}: not an entry of MLPS in {Path(__file__).name} ({', '.join(MLPS)}); "
+                         "add it there, or pick one of those")
     for name in AT_LEAST_ONE + AT_LEAST_ZERO:
         lowest = 1 if name in AT_LEAST_ONE else 0
         if getattr(hp, name) < lowest:
@@ -272,46 +287,74 @@ class CausalSelfAttention(nn.Module):
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
-# ---- The MLP: the one place a researcher edits. Add a class and an entry in MLPS. ------------
-# A weight that holds k stacked matrices (rows) can say so with `weight.muon_blocks = k`:
-# Muon then orthogonalises each of the k blocks on its own.
+# ---- The MLP: the one place a researcher edits. ------------------------------------------------
+# MLPS (below the classes) maps each --mlp name to a callable that builds the MLP for the model width
+# d. To add an MLP, add an entry, e.g. `"bilinear": lambda d: GatedMLP(d, glu_hidden(d), lambda x: x)`,
+# or write a class here and add `"mine": MyMLP`. The rest follows from MLPS: --mlp's choices, the
+# log's mlp_hidden and the tests (tests/test_gpt_math.py then asks for the entry's reference formula,
+# written there from the MLP's definition). An MLP module
+#   - maps (B, T, d) to (B, T, d) and names its output projection c_proj: the log's mlp_hidden is
+#     c_proj.in_features, and c_proj starts at zero, so that each block starts as the identity (the record);
+#   - has matrices only (no biases: Muon takes every parameter of the blocks, and it is for matrices);
+#   - may stack k matrices in one weight (rows) and say so with `weight.muon_blocks = k`: Muon then
+#     orthogonalises each of the k blocks on its own, as if they were k separate weights.
 
-class MLPReLU2(nn.Module):
-    """The record: d -> 4d, relu(x)^2, 4d -> d. 8 d^2 weights."""
 
-    def __init__(self, n_embd: int):
+class MLP(nn.Module):
+    """d -> hidden, activation, hidden -> d. The record: hidden 4d, relu(x)^2; 2 d hidden weights."""
+
+    def __init__(self, n_embd: int, hidden: int, activation):
         super().__init__()
-        self.c_fc = nn.Linear(n_embd, 4 * n_embd, bias=False)
-        self.c_proj = nn.Linear(4 * n_embd, n_embd, bias=False)
+        self.activation = activation
+        self.c_fc = nn.Linear(n_embd, hidden, bias=False)
+        self.c_proj = nn.Linear(hidden, n_embd, bias=False)
         self.c_proj.weight.data.zero_()
 
     def forward(self, x):
-        return self.c_proj(F.relu(self.c_fc(x)).square())
+        return self.c_proj(self.activation(self.c_fc(x)))
 
 
-class MLPSwiGLUThin(nn.Module):
-    """Seed 003: gate and value d -> 2d, silu(gate) * value, 2d -> d. 6 d^2 weights.
+class GatedMLP(nn.Module):
+    """A gated linear unit (Shazeer 2020, "GLU Variants Improve Transformer"): gate and value
+    d -> hidden, activation(gate) * value, hidden -> d; 3 d hidden weights.
 
-    Gate and value are one (4d, d) weight, gate rows first, so one matmul computes both (the
-    same init as two nn.Linear(d, 2d): the bound depends on the input width only). Muon treats
-    the halves as the seed's two separate 2d x d matrices.
+    Gate and value are one (2 hidden, d) weight, gate rows first, so one matmul computes both (the
+    same init as two nn.Linear(d, hidden): the bound depends on the input width only); with
+    muon_blocks = 2, Muon treats the halves as two separate hidden x d matrices.
     """
 
-    def __init__(self, n_embd: int):
+    def __init__(self, n_embd: int, hidden: int, activation):
         super().__init__()
-        self.hidden = 2 * n_embd
-        self.c_fc = nn.Linear(n_embd, 2 * self.hidden, bias=False)
+        self.activation = activation
+        self.c_fc = nn.Linear(n_embd, 2 * hidden, bias=False)
         self.c_fc.weight.muon_blocks = 2
-        self.c_proj = nn.Linear(self.hidden, n_embd, bias=False)
+        self.c_proj = nn.Linear(hidden, n_embd, bias=False)
         self.c_proj.weight.data.zero_()
 
     def forward(self, x):
         gate, value = self.c_fc(x).chunk(2, dim=-1)
-        return self.c_proj(F.silu(gate) * value)
+        return self.c_proj(self.activation(gate) * value)
 
 
-MLPS = {"relu2": MLPReLU2, "swiglu_thin": MLPSwiGLUThin}
-MLP_HIDDEN = {"relu2": lambda d: 4 * d, "swiglu_thin": lambda d: 2 * d}   # for the log
+def relu2(x):
+    return F.relu(x).square()
+
+
+def glu_hidden(n_embd: int) -> int:
+    """The gated MLPs' width at the record's parameter count: 3 d h = 8 d^2 at h = 8d/3, rounded to
+    the nearest multiple of 128 (halves up; at least 128). d = 768: 2048, exactly 8 d^2 weights."""
+    return 128 * max(1, (8 * n_embd + 192) // 384)
+
+
+MLPS = {                                 # --mlp NAME: a callable that builds the MLP for model width d
+    "relu2": lambda d: MLP(d, 4 * d, relu2),                    # the record (the default)
+    "swiglu_thin": lambda d: GatedMLP(d, 2 * d, F.silu),        # seed 003: 6 d^2 weights, 3/4 of the record's
+    "relu": lambda d: MLP(d, 4 * d, F.relu),
+    "gelu": lambda d: MLP(d, 4 * d, F.gelu),                    # the exact (erf) GELU
+    "reglu": lambda d: GatedMLP(d, glu_hidden(d), F.relu),      # Shazeer (2020)'s GLU variants, at the
+    "geglu": lambda d: GatedMLP(d, glu_hidden(d), F.gelu),      # record's parameter count
+    "swiglu": lambda d: GatedMLP(d, glu_hidden(d), F.silu),
+}
 
 
 class Block(nn.Module):
@@ -649,6 +692,23 @@ def value(v) -> str:
     return str(v).replace(" ", "%20")
 
 
+# The config: record's first keys, in the log contract's order (analyze.py and users' greps rely on
+# it). Every other field of Hyperparameters follows in the dataclass's order, then the other derived keys.
+CONFIG_KEYS_FIRST = ("mlp n_layer n_head n_embd mlp_hidden vocab_size params seq_len batch_size device_batch_size "
+                     "grad_accum num_iterations lr muon_lr warmup_iters warmdown_iters val_every val_tokens seed "
+                     "compile train_files val_files").split()
+
+
+def config_record(hp: Hyperparameters, **derived) -> str:
+    """The config: record: every field of hp (booleans as 0/1), and the derived keys. A derived key that
+    is also a field (a value resolved or clamped: precision, warmdown_iters) gives the value used."""
+    values = {**{f.name: getattr(hp, f.name) for f in dataclasses.fields(hp)}, **derived}
+    assert set(CONFIG_KEYS_FIRST) <= set(values), f"no value for {set(CONFIG_KEYS_FIRST) - set(values)}"
+    keys = CONFIG_KEYS_FIRST + [k for k in values if k not in CONFIG_KEYS_FIRST]
+    return "config: " + " ".join(f"{k}:{value(int(values[k]) if isinstance(values[k], bool) else values[k])}"
+                                 for k in keys)
+
+
 class RunLog:
     """Rank 0's log (appended to: a resumed run continues its file); RunLog() is the other ranks' (silent)."""
 
@@ -901,34 +961,29 @@ def main(argv=None) -> int:
             dist.destroy_process_group()
 
 
-def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    master = rank == 0
+def resumed_run(hp: Hyperparameters, given: dict, master: bool):
+    """--resume: the run's settings (the checkpoint's; the flags typed now may change how it runs
+    only), its checkpoint, the checkpoint's path, the run's log and (rank 0) the log's text."""
+    checkpoint_path, log_path = find_checkpoint(hp.resume)
+    checkpoint = load_checkpoint(checkpoint_path)
+    hp = resumed_settings(checkpoint, given, checkpoint_path)
+    if checkpoint["step"] >= hp.num_iterations:
+        raise UsageError(f"--resume {checkpoint_path}: the run ended there (step {checkpoint['step']} of "
+                         f"{hp.num_iterations}); there is nothing left to train")
+    if master and not log_path.is_file():
+        raise UsageError(f"--resume {checkpoint_path}: the run's log {log_path} is not there (a resumed run "
+                         "appends to it); put it back beside the checkpoint folder")
+    log_text = log_path.read_text(errors="replace") if master else ""
+    if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
+        raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
+                         f"(id {checkpoint['log_id']})")
+    if master and "log_dir" in given:
+        print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
+    return hp, checkpoint, checkpoint_path, log_path, log_text
 
-    # ---- a resumed run has the checkpoint's settings; the flags typed now may change how it runs only
-    checkpoint = log_path = None
-    if hp.resume:
-        checkpoint_path, log_path = find_checkpoint(hp.resume)
-        checkpoint = load_checkpoint(checkpoint_path)
-        hp = resumed_settings(checkpoint, given, checkpoint_path)
-        if checkpoint["step"] >= hp.num_iterations:
-            raise UsageError(f"--resume {checkpoint_path}: the run ended there (step {checkpoint['step']} of "
-                             f"{hp.num_iterations}); there is nothing left to train")
-        if master and not log_path.is_file():
-            raise UsageError(f"--resume {checkpoint_path}: the run's log {log_path} is not there (a resumed run "
-                             "appends to it); put it back beside the checkpoint folder")
-        log_text = log_path.read_text(errors="replace") if master else ""
-        if master and not log_text.startswith(f"run:gpt id:{checkpoint['log_id']} "):
-            raise UsageError(f"--resume {checkpoint_path}: {log_path} is not the log of the checkpoint's run "
-                             f"(id {checkpoint['log_id']})")
-        if master and "log_dir" in given:
-            print(f"note: --log-dir is not used by --resume: the run continues in {log_path}", flush=True)
-    check_settings(hp, world_size)
-    torch.set_num_threads(hp.threads)
 
-    # ---- device and processes
+def choose_device(hp: Hyperparameters, local_rank: int, checkpoint):
+    """This process's device, and the autocast precision: 'bf16' or 'fp32'."""
     if hp.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda but torch sees no CUDA GPU (torch "
                          f"{torch.__version__}, CUDA build: {torch.version.cuda}); use --device cpu or auto")
@@ -943,17 +998,19 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         raise UsageError(f"--resume: the run trained in {checkpoint['precision']}, this would train in {precision} "
                          f"(--device {hp.device} --precision {hp.precision}); add "
                          f"--precision {checkpoint['precision']}")
+    return device, precision
 
-    # ---- data
+
+def load_data(hp: Hyperparameters, rank: int, world_size: int, device, checkpoint):
+    """This rank's train and val loaders: a step is `micro_steps` micro-batches of each. A resumed
+    run's shards must be the run's, and its train loader continues where the run left off."""
     micro_batch = hp.device_batch_size * world_size
     grad_accum = hp.batch_size // micro_batch
     val_steps = hp.val_tokens // (micro_batch * hp.seq_len)
-    warmdown_iters = min(hp.warmdown_iters, hp.num_iterations)
-    tokens_per_step = hp.batch_size * hp.seq_len
     need = shards_needed(hp.num_iterations, hp.batch_size, hp.seq_len)
     train_files, val_files = find_files(hp.train_files), find_files(hp.val_files)
     if not train_files:
-        why = (f" ({hp.num_iterations} steps x {tokens_per_step} tokens need {need} "
+        why = (f" ({hp.num_iterations} steps x {hp.batch_size * hp.seq_len} tokens need {need} "
                f"shard{'s' * (need != 1)} of {FULL_SHARD_TOKENS} tokens)")
         raise UsageError(no_files_message("--train-files", hp.train_files, need, why))
     if not val_files:
@@ -967,7 +1024,6 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
                          f"holds ({val_shard_tokens} tokens, one is kept for the last target); lower it")
     val_loader = DistributedTokenLoader(val_files[:1], hp.device_batch_size, hp.seq_len, rank, world_size,
                                         val_steps, device, hp.vocab_size)
-    steps_before_wrap = train_loader.steps_per_pass()
     if checkpoint:
         for flag, loader, kind in (("--train-files", train_loader, "train"), ("--val-files", val_loader, "val")):
             ran, now = checkpoint["data"][kind], loader.file_list()
@@ -977,8 +1033,13 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
                 raise UsageError(f"--resume: {flag} {getattr(hp, flag[2:].replace('-', '_'))} reads {say(b)} where "
                                  f"the run read {say(a)}; pass a {flag} that matches the run's shards")
         train_loader.load_state_dict(checkpoint["loader"])
+    return train_loader, val_loader
 
-    # ---- model and optimisers (same seed on every rank: identical initial weights)
+
+def build_model(hp: Hyperparameters, device, rank: int, world_size: int, checkpoint):
+    """The model and its optimisers: seeded (the same initial weights on every rank), or with a resumed
+    run's weights, optimiser states and random state. A model too big for the device is refused first."""
+    use_cuda = device.type == "cuda"
     expected_params = count_parameters(hp)       # its size first, without allocating it
     memory = (torch.cuda.mem_get_info(device)[1] if use_cuda
               else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -996,7 +1057,6 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
             raise
         raise UsageError(f"the model (--n-layer {hp.n_layer} --n-embd {hp.n_embd} --vocab-size {hp.vocab_size}) "
                          f"does not fit in the {device.type} memory; make it smaller") from None
-    n_params = sum(p.numel() for p in model.parameters())    # for the log: the count of the model built
     if checkpoint:
         try:
             model.load_state_dict(checkpoint["model"])
@@ -1008,53 +1068,85 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if use_cuda and checkpoint["rng"]["cuda"] is not None:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
-    raw_model = model                            # what a checkpoint saves: not compiled, not wrapped in DDP
-    n_muon = len(optimizers[1].param_groups[0]["params"])
-    n_muon_matrices = len(Muon.matrices(optimizers[1].param_groups[0]["params"]))
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
+    return model, optimizers
 
-    # ---- the log (rank 0): a new file, or the resumed run's, appended to
-    log, run_id = RunLog(), checkpoint["log_id"] if checkpoint else secrets.token_hex(4)
-    saving = hp.save_every > 0 or hp.save_final
-    if master:
-        started = datetime.now(timezone.utc)
-        if checkpoint is None:
-            log_path = Path(hp.log_dir) / f"gpt-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
-        try:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            if saving:
-                checkpoint_folder(log_path).mkdir(exist_ok=True)
-            log = RunLog(log_path)
-            if checkpoint is not None and not log_text.endswith("\n"):
-                # the killed process was cut in the middle of a line: the resume: record starts a line
-                # of its own rather than run into it (which would make readers skip both)
-                log.write("", echo=False)
-        except OSError as e:
-            where = f"--log-dir {hp.log_dir}" if checkpoint is None else f"the run's log {log_path}"
-            raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
-                             "choose a folder you can write to" + " with --log-dir" * (checkpoint is None)) from None
-        source = Path(__file__).read_text()
-        gpu = torch.cuda.get_device_name(device) if use_cuda else "none"
-        if checkpoint is None:
-            log.write(f"run:gpt id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
-                      f"device:{device.type} world_size:{world_size} gpu:{value(gpu)} "
-                      f"host:{value(socket.gethostname())}")
-            log.write("=" * 100 + "\n" + source + "\n" + environment_text() + "\n" + "=" * 100, echo=False)
-            print(f"log: {log.path}", flush=True)
-        else:
-            log.write(f"resume: from_step:{checkpoint['step']} checkpoint:{value(checkpoint_path)} "
-                      f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} gpu:{value(gpu)} "
-                      f"torch:{torch.__version__} "
-                      f"device_batch_size:{hp.device_batch_size} grad_accum:{grad_accum} compile:{int(hp.compile)} "
-                      f"train_time:{checkpoint['train_time_ms']:.0f}ms host:{value(socket.gethostname())}")
-            print(f"log: {log.path} (appended to)", flush=True)
-            if not source_in_log(log_text, source):
-                log.write(f"warning: code_changed:1 source_hash:{hashlib.sha256(source.encode()).hexdigest()[:16]}")
-                print(f"warning: {Path(__file__).name} is not the source in the log's header: the steps from "
-                      f"{checkpoint['step'] + 1} on run the changed code", flush=True)
 
-    if distributed:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+def open_log(hp: Hyperparameters, master: bool, device, world_size: int, grad_accum: int, checkpoint,
+             checkpoint_path, log_path, log_text):
+    """The run's log and id. Rank 0: a new file that starts with the run: record, the source and the
+    environment, or (resumed) the run's own file, appended to from a resume: record on. Other ranks:
+    RunLog(), which writes nothing."""
+    run_id = checkpoint["log_id"] if checkpoint else secrets.token_hex(4)
+    if not master:
+        return RunLog(), run_id
+    started = datetime.now(timezone.utc)
+    if checkpoint is None:
+        log_path = Path(hp.log_dir) / f"gpt-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if hp.save_every > 0 or hp.save_final:
+            checkpoint_folder(log_path).mkdir(exist_ok=True)
+        log = RunLog(log_path)
+        if checkpoint is not None and not log_text.endswith("\n"):
+            # the killed process was cut in the middle of a line: the resume: record starts a line
+            # of its own rather than run into it (which would make readers skip both)
+            log.write("", echo=False)
+    except OSError as e:
+        where = f"--log-dir {hp.log_dir}" if checkpoint is None else f"the run's log {log_path}"
+        raise UsageError(f"{where}: cannot write there ({e.strerror or e}: {e.filename}); "
+                         "choose a folder you can write to" + " with --log-dir" * (checkpoint is None)) from None
+    source = Path(__file__).read_text()
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
+    if checkpoint is None:
+        log.write(f"run:gpt id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
+                  f"device:{device.type} world_size:{world_size} gpu:{value(gpu)} "
+                  f"host:{value(socket.gethostname())}")
+        log.write("=" * 100 + "\n" + source + "\n" + environment_text() + "\n" + "=" * 100, echo=False)
+        print(f"log: {log.path}", flush=True)
+    else:
+        log.write(f"resume: from_step:{checkpoint['step']} checkpoint:{value(checkpoint_path)} "
+                  f"resumed:{started:%Y-%m-%dT%H:%M:%SZ} world_size:{world_size} gpu:{value(gpu)} "
+                  f"torch:{torch.__version__} "
+                  f"device_batch_size:{hp.device_batch_size} grad_accum:{grad_accum} compile:{int(hp.compile)} "
+                  f"train_time:{checkpoint['train_time_ms']:.0f}ms host:{value(socket.gethostname())}")
+        print(f"log: {log.path} (appended to)", flush=True)
+        if not source_in_log(log_text, source):
+            log.write(f"warning: code_changed:1 source_hash:{hashlib.sha256(source.encode()).hexdigest()[:16]}")
+            print(f"warning: {Path(__file__).name} is not the source in the log's header: the steps from "
+                  f"{checkpoint['step'] + 1} on run the changed code", flush=True)
+    return log, run_id
+
+
+def write_config(log: RunLog, master: bool, hp: Hyperparameters, model: GPT, optimizers, train_loader,
+                 device, precision: str, world_size: int):
+    """The config: record of a new run (and the warning of a run that will read its shards again)."""
+    warmdown_iters = min(hp.warmdown_iters, hp.num_iterations)
+    steps_before_wrap, train_shards = train_loader.steps_per_pass(), len(train_loader.files)
+    muon_params = optimizers[1].param_groups[0]["params"]
+    log.write(config_record(hp, mlp_hidden=model.blocks[0].mlp.c_proj.in_features,
+                            params=sum(p.numel() for p in model.parameters()), grad_accum=train_loader.micro_steps,
+                            warmdown_iters=warmdown_iters, device=device.type, precision=precision,
+                            muon_params=len(muon_params), muon_matrices=len(Muon.matrices(muon_params)),
+                            world_size=world_size, train_shards=train_shards, steps_before_wrap=steps_before_wrap))
+    if warmdown_iters != hp.warmdown_iters and master:
+        print(f"note: --warmdown-iters {hp.warmdown_iters} > --num-iterations {hp.num_iterations}: "
+              f"using {warmdown_iters}", flush=True)
+    if steps_before_wrap < hp.num_iterations:
+        need = shards_needed(hp.num_iterations, hp.batch_size, hp.seq_len)
+        log.write(f"warning: data_wraps:1 train_shards:{train_shards} steps_before_wrap:{steps_before_wrap} "
+                  f"num_iterations:{hp.num_iterations} shards_needed:{'nan' if need is None else need}")
+        if master:
+            fineweb = all(n == FULL_SHARD_TOKENS for n in train_loader.ntoks)
+            print(f"warning: the {train_shards} training shard(s) hold {steps_before_wrap} steps but the run "
+                  f"has {hp.num_iterations}: it will read them again and its loss will not be comparable "
+                  + (f"(for FineWeb: `python {DOWNLOAD_SCRIPT} {need}`)" if fineweb
+                     else "(add shards or lower --num-iterations)"),
+                  flush=True)
+
+
+def compiled_and_wrapped(model: GPT, hp: Hyperparameters, device, distributed: bool, local_rank: int):
+    """The model the loop calls: torch.compile'd (--compile), in DDP when there are several processes."""
+    use_cuda = device.type == "cuda"
     if hp.compile:
         if use_cuda:
             import torch._inductor.config as inductor_config
@@ -1064,32 +1156,78 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
         # broadcast_buffers=False: the only buffers are the rotary cos/sin, the same on every rank
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None,
                                                           broadcast_buffers=False)
+    return model
 
+
+def compile_on_a_dry_step(model, hp: Hyperparameters, device, grad_accum: int, autocast, distributed: bool):
+    """torch.compile compiles on the first step, which the record leaves out of train_time (its first
+    10 steps are untimed): a resumed, compiled run compiles on a dry step (zeros, no update) first."""
+    model.train()
+    dry = torch.zeros(hp.device_batch_size, hp.seq_len, dtype=torch.long, device=device)
+    for micro in range(grad_accum):
+        with nullcontext() if (not distributed or micro == grad_accum - 1) else model.no_sync():
+            with autocast:
+                loss = model(dry, dry)
+            loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def print_what_next(status: str, log_path, steps_done: int, hp: Hyperparameters, argv: list, grad_accum: int):
+    """The line that ends the run on screen: the command to type next."""
+    if status == "ok":
+        print(f"next: python analyze.py {log_path}", flush=True)
+    if status not in ("interrupted", "oom"):
+        return
+    found = checkpoints_in(checkpoint_folder(log_path))
+
+    def continue_from_checkpoint(*flags):
+        return (f"to continue from step {found[-1][0]} (the newest checkpoint): "
+                + command_line([*flags, "--resume", log_path]))
+
+    if status == "interrupted":
+        print(f"interrupted at step {steps_done} of {hp.num_iterations}; every finished line is in {log_path}; "
+              + (continue_from_checkpoint() if found else "it has no checkpoint to continue from; to be able "
+                 "to resume, start it again with checkpoints: "
+                 + command_line(argv + ["--save-every", max(1, hp.num_iterations // 10)])),
+              file=sys.stderr, flush=True)
+    else:
+        half = hp.device_batch_size // 2
+        advice = (f"halve it, e.g. --device-batch-size {half}; the global batch of {hp.batch_size} is kept by "
+                  "accumulating twice as many micro-steps" if half else "one sequence does not fit: shorten "
+                  "--seq-len or use a GPU with more memory")
+        if found and half:
+            advice += "; " + continue_from_checkpoint("--device-batch-size", half)
+        print(f"error: out of memory at step {steps_done} with --device-batch-size {hp.device_batch_size} "
+              f"({grad_accum} micro-steps per step): {advice}", file=sys.stderr, flush=True)
+
+
+def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
+    rank = int(os.environ.get("RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    master = rank == 0
+
+    # ---- setup: settings, device, data, model and optimisers, the log
+    checkpoint = checkpoint_path = log_path = log_text = None
+    if hp.resume:
+        hp, checkpoint, checkpoint_path, log_path, log_text = resumed_run(hp, given, master)
+    check_settings(hp, world_size)
+    torch.set_num_threads(hp.threads)
+    device, precision = choose_device(hp, local_rank, checkpoint)
+    use_cuda = device.type == "cuda"
+    train_loader, val_loader = load_data(hp, rank, world_size, device, checkpoint)
+    grad_accum, val_steps = train_loader.micro_steps, val_loader.micro_steps
+    warmdown_iters = min(hp.warmdown_iters, hp.num_iterations)
+    tokens_per_step = hp.batch_size * hp.seq_len
+    raw_model, optimizers = build_model(hp, device, rank, world_size, checkpoint)   # raw: what checkpoints save
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext())
+    log, run_id = open_log(hp, master, device, world_size, grad_accum, checkpoint, checkpoint_path, log_path,
+                           log_text)
+    if distributed:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+    model = compiled_and_wrapped(raw_model, hp, device, distributed, local_rank)
     if checkpoint is None:
-        log.write(f"config: mlp:{hp.mlp} n_layer:{hp.n_layer} n_head:{hp.n_head} n_embd:{hp.n_embd} "
-                  f"mlp_hidden:{MLP_HIDDEN[hp.mlp](hp.n_embd)} vocab_size:{hp.vocab_size} params:{n_params} "
-                  f"seq_len:{hp.seq_len} batch_size:{hp.batch_size} device_batch_size:{hp.device_batch_size} "
-                  f"grad_accum:{grad_accum} num_iterations:{hp.num_iterations} lr:{hp.lr} muon_lr:{hp.muon_lr} "
-                  f"warmup_iters:{hp.warmup_iters} warmdown_iters:{warmdown_iters} val_every:{hp.val_every} "
-                  f"val_tokens:{hp.val_tokens} seed:{hp.seed} compile:{int(hp.compile)} "
-                  f"train_files:{value(hp.train_files)} val_files:{value(hp.val_files)} "
-                  f"muon_momentum:{hp.muon_momentum} ns_steps:{hp.ns_steps} muon_params:{n_muon} "
-                  f"muon_matrices:{n_muon_matrices} precision:{precision} world_size:{world_size} "
-                  f"train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} threads:{hp.threads} "
-                  f"save_every:{hp.save_every}")
-        if warmdown_iters != hp.warmdown_iters and master:
-            print(f"note: --warmdown-iters {hp.warmdown_iters} > --num-iterations {hp.num_iterations}: "
-                  f"using {warmdown_iters}", flush=True)
-        if steps_before_wrap < hp.num_iterations:
-            log.write(f"warning: data_wraps:1 train_shards:{len(train_files)} steps_before_wrap:{steps_before_wrap} "
-                      f"num_iterations:{hp.num_iterations} shards_needed:{'nan' if need is None else need}")
-            if master:
-                fineweb = all(n == FULL_SHARD_TOKENS for n in train_loader.ntoks)
-                print(f"warning: the {len(train_files)} training shard(s) hold {steps_before_wrap} steps but the run "
-                      f"has {hp.num_iterations}: it will read them again and its loss will not be comparable "
-                      + (f"(for FineWeb: `python {DOWNLOAD_SCRIPT} {need}`)" if fineweb
-                         else "(add shards or lower --num-iterations)"),
-                      flush=True)
+        write_config(log, master, hp, raw_model, optimizers, train_loader, device, precision, world_size)
 
     def synchronize():
         if use_cuda:
@@ -1106,16 +1244,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
     clock = TrainClock(synchronize, *((checkpoint["train_time_ms"], checkpoint["timed_steps"]) if checkpoint else ()))
     clock_from = max(10, start_step)
     if checkpoint and hp.compile:
-        # torch.compile compiles on the first step, which the record leaves out of train_time (its
-        # first 10 steps are untimed): a resumed run compiles on a dry step (zeros, no update) first.
-        model.train()
-        dry = torch.zeros(hp.device_batch_size, hp.seq_len, dtype=torch.long, device=device)
-        for micro in range(grad_accum):
-            with nullcontext() if (not distributed or micro == grad_accum - 1) else model.no_sync():
-                with autocast:
-                    loss = model(dry, dry)
-                loss.backward()
-        model.zero_grad(set_to_none=True)
+        compile_on_a_dry_step(model, hp, device, grad_accum, autocast, distributed)
 
     def step_line(step, kind, loss, ms):
         step_avg = ms / clock.timed_steps if clock.timed_steps else float("nan")
@@ -1212,28 +1341,8 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
               f"final_val_loss:{val_loss if status == 'ok' else float('nan'):.4f} status:{status} "
               f"wraps:{train_loader.wraps}")
     log.close()
-    if master and status in ("interrupted", "oom"):                    # and what to type next
-        found = checkpoints_in(checkpoint_folder(log.path))
-
-        def continue_from_checkpoint(*flags):
-            return (f"to continue from step {found[-1][0]} (the newest checkpoint): "
-                    + command_line([*flags, "--resume", log.path]))
-
-        if status == "interrupted":
-            print(f"interrupted at step {steps_done} of {hp.num_iterations}; every finished line is in {log.path}; "
-                  + (continue_from_checkpoint() if found else "it has no checkpoint to continue from; to be able "
-                     "to resume, start it again with checkpoints: "
-                     + command_line(argv + ["--save-every", max(1, hp.num_iterations // 10)])),
-                  file=sys.stderr, flush=True)
-        else:
-            half = hp.device_batch_size // 2
-            advice = (f"halve it, e.g. --device-batch-size {half}; the global batch of {hp.batch_size} is kept by "
-                      "accumulating twice as many micro-steps" if half else "one sequence does not fit: shorten "
-                      "--seq-len or use a GPU with more memory")
-            if found and half:
-                advice += "; " + continue_from_checkpoint("--device-batch-size", half)
-            print(f"error: out of memory at step {steps_done} with --device-batch-size {hp.device_batch_size} "
-                  f"({grad_accum} micro-steps per step): {advice}", file=sys.stderr, flush=True)
+    if master:
+        print_what_next(status, log.path, steps_done, hp, argv, grad_accum)
     if status == "error":
         raise error
     if distributed and status in ("ok", "diverged"):

@@ -1,5 +1,6 @@
 """Tests of train_gpt.py on the CPU: the record's model and optimiser, the data loader, the log
 contract, failures, and that 2 processes (torchrun, gloo) train exactly like 1."""
+import dataclasses
 import json
 import math
 import os
@@ -117,31 +118,10 @@ def test_flags_come_from_the_dataclass_and_defaults_are_the_record():
     assert hp.compile and hp.train_files == "data/fineweb10B/fineweb_train_*.bin"
     hp = tg.parse_args(["--mlp", "swiglu_thin", "--no-compile", "--muon-lr", "0.001", "--device-batch-size", "32"])
     assert (hp.mlp, hp.compile, hp.muon_lr, hp.device_batch_size) == ("swiglu_thin", False, 0.001, 32)
+    assert [tg.parse_args(["--mlp", name]).mlp for name in tg.MLPS] == list(tg.MLPS)   # every MLP is a choice
 
 
-@pytest.mark.parametrize("mlp, mlp_weights, total, muon_matrices",
-                         [("relu2", 4_718_592, 123_568_128, 72), ("swiglu_thin", 3_538_944, 109_412_352, 84)])
-def test_parameter_counts_of_the_full_model(mlp, mlp_weights, total, muon_matrices):
-    with torch.device("meta"):
-        model = tg.GPT(mlp=mlp)
-    d = 768
-    for block in model.blocks:
-        assert sum(p.numel() for p in block.mlp.parameters()) == mlp_weights
-        assert sum(p.numel() for p in block.attn.parameters()) == 4 * d * d
-    assert model.wte.weight is model.lm_head.weight and model.lm_head.weight.shape == (50304, d)
-    assert sum(p.numel() for p in model.parameters()) == total == 50304 * d + 12 * (4 * d * d + mlp_weights)
-    # the count the memory check makes before building the model (one block times --n-layer)
-    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp)) == total
-    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp, n_layer=10**6, n_embd=64, n_head=2)) == \
-        50304 * 64 + 10**6 * sum(p.numel() for p in tg.Block(64, 2, mlp).parameters())
-    assert all(p.ndim == 2 for p in model.parameters())                      # no biases, no norm weights
-    blocks = list(model.blocks.parameters())
-    assert len(blocks) == 72 and len(tg.Muon.matrices(blocks)) == muon_matrices
-    shapes = {tuple(p[r0:r1].shape) for p, r0, r1 in tg.Muon.matrices(list(model.blocks[0].mlp.parameters()))}
-    assert shapes == ({(3072, 768), (768, 3072)} if mlp == "relu2" else {(1536, 768), (768, 1536)})
-
-
-@pytest.mark.parametrize("mlp", ["relu2", "swiglu_thin"])
+@pytest.mark.parametrize("mlp", list(tg.MLPS))
 def test_output_projections_start_at_zero_so_blocks_start_as_identity(mlp):
     torch.manual_seed(0)
     model = tg.GPT(vocab_size=128, n_layer=2, n_head=2, n_embd=64, mlp=mlp)
@@ -192,7 +172,7 @@ def test_newton_schulz_singular_values_lie_in_the_quintic_band():
 def test_fused_swiglu_weight_gets_the_update_of_two_separate_matrices():
     """Muon on the fused (3072, 768) gate/value weight == Muon on the seed's two 1536x768 weights."""
     torch.manual_seed(0)
-    mlp = tg.MLPSwiGLUThin(768)
+    mlp = tg.MLPS["swiglu_thin"](768)
     fused = mlp.c_fc.weight
     gate = torch.nn.Parameter(fused.detach()[:1536].clone())
     val = torch.nn.Parameter(fused.detach()[1536:].clone())
@@ -413,7 +393,7 @@ BAD_SETTINGS = [                                  # (flags, words the one line m
     (["--keep-last", "2"], "--keep-last 2: no checkpoints are written"),
     (["--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
     (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
-    (["--mlp", "gelu"], "argument --mlp: invalid choice: 'gelu'"),
+    (["--mlp", "nosuch"], "argument --mlp: invalid choice: 'nosuch'"),
     (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
     (["--val-files", str(REPO / "train_gpt.py"), str(REPO / "README.md")],      # a glob the shell expanded
      f"unrecognized arguments: {REPO / 'README.md'}: quote the --train-files / --val-files glob"),
@@ -468,7 +448,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
 
 # ---- training runs ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mlp", ["relu2", "swiglu_thin"])
+@pytest.mark.parametrize("mlp", list(tg.MLPS))
 def test_loss_falls_on_tiny_shards_and_every_log_line_parses(tiny_shards, tmp_path, capsys, mlp):
     log_dir = tmp_path / "logs"
     threads_before = torch.get_num_threads()
@@ -481,7 +461,11 @@ def test_loss_falls_on_tiny_shards_and_every_log_line_parses(tiny_shards, tmp_pa
     assert names[:2] == ["run", "config"] and names[-2:] == ["peak_memory", "done"]
     config = dict(records[1][1])
     assert (config["mlp"], config["grad_accum"], config["warmdown_iters"]) == (mlp, "2", "30")   # clamped
-    assert config["mlp_hidden"] == ("256" if mlp == "relu2" else "128") and config["precision"] == "fp32"
+    assert config["mlp_hidden"] == str(tg.MLPS[mlp](64).c_proj.in_features) and config["precision"] == "fp32"
+    # the contract's keys first, in its order; then every other field of the dataclass, and derived keys
+    assert list(config)[1:1 + len(CONTRACT_KEYS["config"].split())] == CONTRACT_KEYS["config"].split()
+    assert {f.name for f in dataclasses.fields(tg.Hyperparameters)} <= set(config)
+    assert (config["device"], config["save_final"], config["log_dir"]) == ("cpu", "0", str(log_dir))
     val = losses(records, "val_loss")
     train = losses(records, "train_loss")
     assert [s for s, _ in val] == [0, 10, 20, 30] and [s for s, _ in train] == list(range(1, 31))
@@ -500,6 +484,64 @@ def test_loss_falls_on_tiny_shards_and_every_log_line_parses(tiny_shards, tmp_pa
     assert f"step:30/30 val_loss:{val[-1][1]:.4f}" in out
     assert "\ntorch_threads: 1\n" in only_log(log_dir).read_text()         # --threads 1, the default
     assert torch.get_num_threads() == threads_before                         # and this process keeps its own
+
+
+class MLPTanh(torch.nn.Module):
+    """A researcher's own MLP, as the comment above train_gpt.py's MLPs asks for one: d -> 3d, tanh,
+    3d -> d, its output projection named c_proj and zero at init."""
+
+    def __init__(self, n_embd):
+        super().__init__()
+        self.c_fc = torch.nn.Linear(n_embd, 3 * n_embd, bias=False)
+        self.c_proj = torch.nn.Linear(3 * n_embd, n_embd, bias=False)
+        self.c_proj.weight.data.zero_()
+
+    def forward(self, x):
+        return self.c_proj(torch.tanh(self.c_fc(x)))
+
+
+def test_an_mlp_added_to_mlps_trains_end_to_end_with_nothing_else_changed(tiny_shards, tmp_path, monkeypatch,
+                                                                           capsys):
+    """A new MLP is a class and an entry in MLPS (the extension point; set here for this test only):
+    --mlp takes its name, the log names it with its width and size, it learns, and the run ends with
+    the command that analyses its log."""
+    monkeypatch.setitem(tg.MLPS, "tanh3", MLPTanh)
+    log_dir = tmp_path / "logs"
+    assert tg.main(TINY + shard_flags(tiny_shards) + [
+        "--mlp", "tanh3", "--batch-size", "16", "--device-batch-size", "16", "--num-iterations", "30",
+        "--val-every", "10", "--val-tokens", "4096", "--log-dir", str(log_dir)]) == 0
+    records = parse_log(only_log(log_dir))
+    config, d = dict(records)["config"], 64
+    assert (config["mlp"], config["mlp_hidden"]) == ("tanh3", str(3 * d))
+    assert config["params"] == str(512 * d + 2 * (4 * d * d + 2 * 3 * d * d))    # the embedding, 2 blocks
+    assert config["muon_matrices"] == str(2 * (4 + 2))                        # 4 attention matrices, c_fc, c_proj
+    val = losses(records, "val_loss")
+    assert [s for s, _ in val] == [0, 10, 20, 30] and val[-1][1] < val[0][1] - 2.0 and val[-1][1] < val[1][1]
+    assert capsys.readouterr().out.splitlines()[-1] == f"next: python analyze.py {only_log(log_dir)}"
+
+
+def test_an_mlp_no_longer_in_mlps_is_one_line():
+    """A resumed run takes --mlp from its checkpoint, past argparse's choices: the check names the MLPs."""
+    with pytest.raises(tg.UsageError, match="--mlp tanh3: not an entry of MLPS in train_gpt.py \\(relu2, swiglu_thin"):
+        tg.check_settings(tg.Hyperparameters(mlp="tanh3"), world_size=1)
+
+
+def test_a_field_added_to_the_dataclass_is_in_the_config_record():
+    """The config: record holds every field of the settings, so runs that differ in a setting someone
+    adds never look alike; the contract's keys keep their places."""
+    @dataclasses.dataclass
+    class WithDropout(tg.Hyperparameters):
+        dropout: float = dataclasses.field(default=0.1, metadata=dict(help="dropout"))
+
+    derived = dict(mlp_hidden=3072, params=123_568_128, grad_accum=8, precision="bf16")
+    record = tg.config_record(WithDropout(), **derived)
+    name, *tokens = record.split(" ")
+    fields = dict(t.split(":", 1) for t in tokens)
+    assert name == "config:" and len(fields) == len(tokens)                   # every key once
+    assert fields["dropout"] == "0.1" and fields["precision"] == "bf16" and fields["compile"] == "1"
+    assert list(fields)[:len(CONTRACT_KEYS["config"].split())] == CONTRACT_KEYS["config"].split()
+    assert set(fields) == {f.name for f in dataclasses.fields(WithDropout)} | set(derived)
+    assert tg.config_record(WithDropout(dropout=0.2), **derived) == record.replace("dropout:0.1", "dropout:0.2")
 
 
 def test_two_processes_train_exactly_like_one_with_twice_the_accumulation(tiny_shards, tmp_path):

@@ -6,7 +6,8 @@ definitions (../shared/reference/modernarch.md, seed 003), not from the script's
   softmax of Q K^T, the MLPs from their formulas, cross-entropy as logsumexp - target logit).
   The script's GPT, built in float64 with every weight re-randomised (its output projections
   start at zero, which would hide half of each block), must give the reference's loss and every
-  parameter's gradient to 1e-10 relative, for both MLPs.
+  parameter's gradient to 1e-10 relative, for every MLP in train_gpt.MLPS (each one's formula is
+  written here, in REFERENCE_MLPS: an entry without one fails the tests, saying so).
 - Properties no implementation can hide: causality, blocks are the identity at init, the init
   scale, the tied embedding/head is one tensor.
 - The optimisers: Muon's Newton-Schulz iteration against the record's, bit for bit; several steps
@@ -17,6 +18,7 @@ definitions (../shared/reference/modernarch.md, seed 003), not from the script's
   averaged over the micro-steps, the record's schedule).
 """
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
@@ -34,7 +36,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-MLPS = ["relu2", "swiglu_thin"]
+MLPS = list(tg.MLPS)                                             # every entry, whatever its name
 SMALL = dict(vocab_size=96, n_layer=2, n_head=2, n_embd=32)      # head dim 16
 
 
@@ -77,14 +79,59 @@ def ref_attention(x, W, prefix, n_head):
     return y @ W[prefix + "c_proj.weight"].T
 
 
+# ---- the reference MLPs: every entry of train_gpt.MLPS, from its formula
+
+def ref_relu(h):
+    return torch.where(h > 0, h, 0.0)
+
+
+def ref_gelu(h):
+    """The exact GELU, h Phi(h) with the normal CDF Phi written with erf."""
+    return h * 0.5 * (1 + torch.erf(h / math.sqrt(2)))
+
+
+def ref_silu(h):
+    return h / (1 + torch.exp(-h))
+
+
+def ref_glu_width(d):
+    """The GLU variants' width at the record's parameter count (Shazeer 2020 keeps the parameters
+    of the 4d MLP he replaces): 3 d h = 8 d^2, h = 8d/3, to the nearest multiple of 128 (at
+    least one): 2048 at d = 768."""
+    return 128 * max(1, math.floor(8 * d / 3 / 128 + 0.5))
+
+
+class RefMLP(NamedTuple):
+    hidden: Callable        # the width of the hidden layer, of the model width d
+    gated: bool             # gate and value matrices, activation(x Wg) * (x Wv); else activation(x Wfc)
+    activation: Callable
+
+
+REFERENCE_MLPS = {
+    "relu2": RefMLP(lambda d: 4 * d, False, lambda h: ref_relu(h) ** 2),     # the record
+    "swiglu_thin": RefMLP(lambda d: 2 * d, True, ref_silu),                  # seed 003
+    "relu": RefMLP(lambda d: 4 * d, False, ref_relu),
+    "gelu": RefMLP(lambda d: 4 * d, False, ref_gelu),
+    "reglu": RefMLP(ref_glu_width, True, ref_relu),
+    "geglu": RefMLP(ref_glu_width, True, ref_gelu),
+    "swiglu": RefMLP(ref_glu_width, True, ref_silu),
+}
+
+
+def reference_mlp(mlp) -> RefMLP:
+    if mlp not in REFERENCE_MLPS:
+        pytest.fail(f"train_gpt.MLPS has {mlp!r} but tests/test_gpt_math.py has no reference formula for it: "
+                    "add its width, gating and activation to REFERENCE_MLPS")
+    return REFERENCE_MLPS[mlp]
+
+
 def ref_mlp(x, W, prefix, mlp):
-    if mlp == "relu2":                                                 # the record
-        h = x @ W[prefix + "c_fc.weight"].T
-        return (torch.where(h > 0, h, 0.0) ** 2) @ W[prefix + "c_proj.weight"].T
-    gate = x @ W[prefix + "c_fc_gate.weight"].T                        # seed 003's three matrices
-    value = x @ W[prefix + "c_fc_val.weight"].T
-    silu = gate / (1 + torch.exp(-gate))
-    return (silu * value) @ W[prefix + "c_proj.weight"].T
+    ref = reference_mlp(mlp)
+    if ref.gated:                                                      # three matrices, as seed 003 has them
+        gate = x @ W[prefix + "c_fc_gate.weight"].T
+        value = x @ W[prefix + "c_fc_val.weight"].T
+        return (ref.activation(gate) * value) @ W[prefix + "c_proj.weight"].T
+    return ref.activation(x @ W[prefix + "c_fc.weight"].T) @ W[prefix + "c_proj.weight"].T
 
 
 def ref_logits(W, idx, n_layer, n_head, mlp):
@@ -105,12 +152,12 @@ def ref_loss(W, idx, targets, n_layer, n_head, mlp):
 
 
 def reference_weights(model, mlp):
-    """The reference's weights, copied from the script's model by name. swiglu_thin's one (4d, d)
-    gate/value weight is the seed's two (2d, d) matrices, gate rows first."""
+    """The reference's weights, copied from the script's model by name. A gated MLP's one (2h, d)
+    gate/value weight is two (h, d) matrices, gate rows first (as seed 003 has them)."""
     W = {}
     for name, p in model.named_parameters():
         name = "lm_head.weight" if name == "wte.weight" else name
-        if mlp == "swiglu_thin" and name.endswith("mlp.c_fc.weight"):
+        if reference_mlp(mlp).gated and name.endswith("mlp.c_fc.weight"):
             gate, value = p.detach().chunk(2)
             W[name.replace("c_fc", "c_fc_gate")], W[name.replace("c_fc", "c_fc_val")] = gate, value
         else:
@@ -119,11 +166,11 @@ def reference_weights(model, mlp):
 
 
 def script_grads_as_reference(model, W, mlp):
-    """The reference's gradient of each script parameter (the two swiglu halves joined)."""
+    """The reference's gradient of each script parameter (a gated MLP's two halves joined)."""
     out = {}
     for name, p in model.named_parameters():
         ref = "lm_head.weight" if name == "wte.weight" else name
-        if mlp == "swiglu_thin" and ref.endswith("mlp.c_fc.weight"):
+        if reference_mlp(mlp).gated and ref.endswith("mlp.c_fc.weight"):
             out[name] = torch.cat([W[ref.replace("c_fc", "c_fc_gate")].grad, W[ref.replace("c_fc", "c_fc_val")].grad])
         else:
             out[name] = W[ref].grad
@@ -175,15 +222,15 @@ def test_loss_and_every_gradient_equal_the_reference_in_float64(mlp):
 
 
 def reference_shapes(mlp, vocab_size, n_layer, n_embd, **_):
-    """Every matrix of the record (relu2) or of seed 003 (swiglu_thin), by name: (out, in)."""
+    """Every matrix of the record with the MLP's (a gated one's gate and value apart), by name: (out, in)."""
     d = n_embd
     block = {"attn.c_q.weight": (d, d), "attn.c_k.weight": (d, d), "attn.c_v.weight": (d, d),
              "attn.c_proj.weight": (d, d)}
-    if mlp == "relu2":
-        block.update({"mlp.c_fc.weight": (4 * d, d), "mlp.c_proj.weight": (d, 4 * d)})
+    h = reference_mlp(mlp).hidden(d)
+    if reference_mlp(mlp).gated:
+        block.update({"mlp.c_fc_gate.weight": (h, d), "mlp.c_fc_val.weight": (h, d), "mlp.c_proj.weight": (d, h)})
     else:
-        block.update({"mlp.c_fc_gate.weight": (2 * d, d), "mlp.c_fc_val.weight": (2 * d, d),
-                      "mlp.c_proj.weight": (d, 2 * d)})
+        block.update({"mlp.c_fc.weight": (h, d), "mlp.c_proj.weight": (d, h)})
     shapes = {f"blocks.{layer}.{name}": shape for layer in range(n_layer) for name, shape in block.items()}
     return {"lm_head.weight": (vocab_size, d), **shapes}
 
@@ -198,17 +245,51 @@ def test_sequences_longer_than_the_rotary_table_equal_the_reference(mlp):
     assert model.rotary_cos.shape == (8, 8) and abs(loss.item() - expected.item()) <= 1e-10 * expected.item()
 
 
+@pytest.mark.parametrize("n_embd", [32, 80])           # 80: 8d/3 = 213, nearer 256 than 128
 @pytest.mark.parametrize("mlp", MLPS)
-def test_the_script_has_exactly_the_reference_matrices(mlp):
-    """The same matrices, names and shapes as the record / seed 003 (the tied matrix is one
-    parameter, no biases, no norm weights), and so the same parameter count."""
-    model, shape = random_model(mlp)
+def test_the_script_has_exactly_the_reference_matrices(mlp, n_embd):
+    """The same matrices, names and shapes as the reference (the tied matrix is one parameter, no
+    biases, no norm weights), and so the same parameter count."""
+    model, shape = random_model(mlp, n_embd=n_embd)
     W = reference_weights(model, mlp)
     assert {name: tuple(w.shape) for name, w in W.items()} == reference_shapes(mlp, **shape)
     assert len(list(model.parameters())) == 1 + shape["n_layer"] * 6
     assert sum(w.numel() for w in W.values()) == sum(p.numel() for p in model.parameters())
     # what a checkpoint saves: the weights only (the rotary table is recomputed, not saved)
     assert set(model.state_dict()) == {name for name, _ in model.named_parameters()} | {"lm_head.weight"}
+
+
+def test_every_mlp_of_the_script_has_a_reference_formula():
+    """The tests above run for every entry of train_gpt.MLPS; one without a formula here fails them."""
+    assert set(tg.MLPS) <= set(REFERENCE_MLPS), \
+        f"no reference formula for {sorted(set(tg.MLPS) - set(REFERENCE_MLPS))}: add it to REFERENCE_MLPS"
+    with pytest.raises(pytest.fail.Exception, match="'mine' but tests/test_gpt_math.py has no reference formula"):
+        reference_mlp("mine")
+
+
+FULL_SIZE_TOTALS = {"relu2": 123_568_128, "swiglu_thin": 109_412_352,      # the record's, seed 003's
+                    # the parameter-matched ones: 2048 x 768 x 3 = 4d x d x 2 weights per block
+                    "relu": 123_568_128, "gelu": 123_568_128,
+                    "reglu": 123_568_128, "geglu": 123_568_128, "swiglu": 123_568_128}
+
+
+@pytest.mark.parametrize("mlp", MLPS)
+def test_parameter_counts_of_the_full_model(mlp):
+    """GPT-2 small (d = 768, 12 layers, vocab 50304) built on the meta device: the reference's
+    matrices, the published totals, the count the memory check makes before building the model
+    (one block times --n-layer), and what Muon orthogonalises: each reference block matrix apart."""
+    with torch.device("meta"):
+        model = tg.GPT(mlp=mlp)
+    shape = dict(vocab_size=50304, n_layer=12, n_embd=768)
+    expected = reference_shapes(mlp, **shape)
+    total = sum(rows * cols for rows, cols in expected.values())
+    assert sum(p.numel() for p in model.parameters()) == total == FULL_SIZE_TOTALS.get(mlp, total)
+    assert all(p.ndim == 2 for p in model.parameters())                      # no biases, no norm weights
+    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp)) == total
+    assert tg.count_parameters(tg.Hyperparameters(mlp=mlp, n_layer=10**6, n_embd=64, n_head=2)) == \
+        50304 * 64 + 10**6 * sum(p.numel() for p in tg.Block(64, 2, mlp).parameters())
+    orthogonalised = sorted(tuple(p[r0:r1].shape) for p, r0, r1 in tg.Muon.matrices(list(model.blocks.parameters())))
+    assert orthogonalised == sorted(s for name, s in expected.items() if name.startswith("blocks."))
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -404,14 +485,14 @@ def test_optimiser_steps_equal_the_record_update_rules(mlp):
     assert all(g["weight_decay"] == 0 and g["betas"] == (0.9, 0.95) for g in adamw.param_groups)
 
     def split(name, w):                                    # the record's matrices of a script weight
-        return list(w.chunk(2)) if mlp == "swiglu_thin" and name.endswith("c_fc.weight") else [w]
+        return list(w.chunk(2)) if reference_mlp(mlp).gated and name.endswith("c_fc.weight") else [w]
 
     # the reference: the head in float64; the block matrices as the record has them (gate, value apart)
     head = RefAdamW(model.lm_head.weight.detach().clone(), lr=0.0036)
     start = head.p.clone()
     ref_matrices = [m.clone() for name, p in model.named_parameters() if name.startswith("blocks.")
                     for m in split(name, p.detach())]
-    assert len(ref_matrices) == hp.n_layer * (6 if mlp == "relu2" else 7)
+    assert len(ref_matrices) == hp.n_layer * (7 if reference_mlp(mlp).gated else 6)
     start_matrices = [m.clone() for m in ref_matrices]
     muon_ref = RefMuon(ref_matrices, lr=0.00036)
 
