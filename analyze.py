@@ -119,13 +119,21 @@ def integer(value):
         raise BadRecord(f"{value!r} is not an integer") from None
 
 
+def keyed(convert, f, key, *unit):
+    """convert(f[key]), a BadRecord naming the key: 'val_acc: 'abc' is not a number'."""
+    try:
+        return convert(f[key], *unit)
+    except BadRecord as e:
+        raise BadRecord(f"{key}: {e}") from None
+
+
 def parse_trial(f):
-    trial = dict(model=f["model"], hidden=integer(f["hidden"]), batch_size=integer(f["batch_size"]),
-                 lr=number(f["lr"]), seed=integer(f["seed"]), val_acc=number(f["val_acc"]),
-                 test_acc=number(f["test_acc"]))
-    trial["epochs"] = integer(f["epochs"]) if "epochs" in f else None
-    trial["params"] = number(f["params"]) if "params" in f else math.nan
-    trial["train_loss"] = number(f["train_loss"]) if "train_loss" in f else None  # None: not logged
+    trial = dict(model=f["model"], hidden=keyed(integer, f, "hidden"), batch_size=keyed(integer, f, "batch_size"),
+                 lr=keyed(number, f, "lr"), seed=keyed(integer, f, "seed"), val_acc=keyed(number, f, "val_acc"),
+                 test_acc=keyed(number, f, "test_acc"))
+    trial["epochs"] = keyed(integer, f, "epochs") if "epochs" in f else None
+    trial["params"] = keyed(number, f, "params") if "params" in f else math.nan
+    trial["train_loss"] = keyed(number, f, "train_loss") if "train_loss" in f else None  # None: not logged
     return trial
 
 
@@ -178,7 +186,7 @@ def parse_log(path):
     lines = text.splitlines()
     log = dict(path=str(path), kind=None, run={}, config={}, trials=[], steps=[], peak={},
                done={}, n_bad=0, n_records=0, original=False, header_incomplete=False,
-               resumes=[], notices=[], code=None, env={}, cut_line=None)
+               resumes=[], notices=[], code=None, env={}, cut_line=None, bad_lines=[])
     if lines and lines[0].startswith("run:") and not text.endswith("\n"):
         # Our scripts end every line with its newline in one write: a last line without one was cut by
         # a kill, and may still parse with a wrong value (step_avg:2 of step_avg:26.14ms; test_acc:0.9).
@@ -200,7 +208,8 @@ def parse_log(path):
         log["code"], log["env"] = header_facts(header)
         body = body[rules[-1] + 1:]
     steps = {}
-    for line in body:
+    first_line = len(lines) - len(body) + 1  # body is the end of the file: its line numbers in the file
+    for number_in_file, line in enumerate(body, first_line):
         if not RECORD_START.match(line):
             continue  # 'Running pytorch ...', comments, nvidia-smi output: not records
         try:
@@ -229,8 +238,10 @@ def parse_log(path):
             else:
                 continue  # a record this reader does not know: new records may be added
             log["n_records"] += 1
-        except (BadRecord, KeyError, IndexError):
+        except (BadRecord, KeyError, IndexError) as e:
             log["n_bad"] += 1
+            why = f"no {e.args[0]} key" if isinstance(e, KeyError) else str(e) or "incomplete"
+            log["bad_lines"].append((number_in_file, why, line))
     log["steps"] = sorted(steps.values(), key=lambda s: s["step"])
     if "gpu" in log["run"]:
         log["run"]["gpu"] = gpu_name(log["run"]["gpu"])
@@ -1137,6 +1148,12 @@ def gpt_run(log, target_loss, warnings):
     if status not in ("ok", None):
         ended = f"{status} at step {last_step}/{total}"
         warnings.append(f"{name}: the run ended with status:{status} at step {last_step}/{total}; {left_out}")
+    elif not finished and done:  # a done: record, yet no final number: its last validation loss is nan
+        bad_val = bool(val) and not math.isfinite(val[-1]["val_loss"])
+        ended = f"{'non-finite validation loss' if bad_val else 'stopped'} at step {last_step}/{total}"
+        warnings.append(f"{name}: its done: record is there, but " + (
+            f"its last validation loss is {val[-1]['val_loss']} at step {val[-1]['step']} (diverged?)" if bad_val else
+            f"the run stopped at step {last_step}/{total} without a validation at its last step") + f"; {left_out}")
     elif not finished:
         ended = f"stopped at step {last_step}/{total}" + ("" if log["original"] else " (no done: record)")
         warnings.append(f"{name}: " + ("" if log["original"] else "no done: record: ")
@@ -1723,7 +1740,8 @@ def plot_train_loss(groups, colors, out):
                  f"Training loss: faint every step, solid a centred moving average over "
                  f"{'/'.join(map(str, sorted(windows)))} steps (1/50 of the run)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
-    ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
+    if ax.get_legend_handles_labels()[0]:  # none when every run was killed before its first step
+        ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
     values = np.concatenate(late) if late else np.array([])
     if len(values):
         lo, hi = values.min(), values.max()
@@ -2207,11 +2225,15 @@ def main(argv=None):
     except FileNotFoundError as e:
         print(f"analyze.py: error: {e}", file=sys.stderr)
         return 2
-    warnings, logs = [], []
+    warnings, logs, unparsed = [], [], 0
     for path in files:
         log = parse_log(path)
+        unparsed += log["n_bad"]
         if log["n_bad"]:
-            warnings.append(f"{path}: skipped {log['n_bad']} record line(s) that do not parse")
+            i, why, text = log["bad_lines"][0]
+            more = f" (and {log['n_bad'] - 1} more)" if log["n_bad"] > 1 else ""
+            warnings.append(f"{path}: skipped {log['n_bad']} record line(s) that do not parse: line {i}{more}: "
+                            f"{why}: {text[:60]!r}{'...' * (len(text) > 60)}")
         if log["cut_line"] is not None:
             warnings.append(f"{path}: its last line is cut off (killed while writing it?), skipped: "
                             f"{log['cut_line'][:80]!r}")
@@ -2229,8 +2251,10 @@ def main(argv=None):
         why = "; ".join(w.replace(", skipped", "") for w in warnings[:3]) + ("; ..." if len(warnings) > 3 else "")
         found = (f"no log files (*.txt) in {where}" if not files else
                  f"no records in the {len(files)} log file(s) in {where} ({why})")
-        print(f"analyze.py: error: {found}; run a training script first "
-              f"(python train_mnist_ffn.py) or pass log files", file=sys.stderr)
+        # records that are there but do not parse want fixing, not a new run
+        what = ("fix or remove the lines named" if unparsed else
+                "run a training script first (python train_mnist_ffn.py) or pass log files")
+        print(f"analyze.py: error: {found}; {what}", file=sys.stderr)
         return 2
 
     out = Path(args.out)
