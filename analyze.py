@@ -2259,11 +2259,24 @@ def main(argv=None):
 
     out = Path(args.out)
     made = not out.exists()
+    if out.exists() and not out.is_dir():
+        print(f"analyze.py: error: --out {args.out} is a file, not a folder; give a folder", file=sys.stderr)
+        return 2
     try:  # before the analysis, so that a typo in --out costs nothing
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         print(f"analyze.py: error: --out {args.out}: cannot make that folder ({e.strerror or e}); "
               "give a folder you can write to", file=sys.stderr)
+        return 2
+    probe = out / ".analyze-write-check"  # a folder that exists can still refuse files: read-only file
+    try:  # system, immutable (chattr +i), another user's
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        print(f"analyze.py: error: --out {args.out}: cannot write files there ({e.strerror or e}); "
+              "give a folder you can write to", file=sys.stderr)
+        if made:
+            out.rmdir()
         return 2
     mnist_logs = [l for l in logs if l["kind"] == "mnist"]
     gpt_logs = [l for l in logs if l["kind"] == "gpt"]
@@ -2280,6 +2293,10 @@ def main(argv=None):
         if made and not any(out.iterdir()):
             out.rmdir()  # nothing written
         return 2
+    except OSError as e:  # a figure's file: the disk filled up, the folder was made read-only meanwhile
+        print(f"analyze.py: error: --out {args.out}: cannot write {e.filename or 'a figure'} ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
 
     parts = ["# Summary", "", "Logs: " + ", ".join(l["path"] for l in logs)]
     if warnings:  # first, so that nobody reads a table without them
@@ -2291,10 +2308,14 @@ def main(argv=None):
         parts += ["", gpt_markdown(gpt, args)]
     parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none (--no-figures)")]
     text = "\n".join(parts) + "\n"
-    (out / "summary.md").write_text(text)
     summary = summary_json(mnist, gpt, args, [l["path"] for l in logs], warnings)
     summary["figures"] = figures
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    try:
+        (out / "summary.md").write_text(text)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    except OSError as e:
+        print(f"analyze.py: error: --out {args.out}: cannot write {e.filename} ({e.strerror or e})", file=sys.stderr)
+        return 2
     print(text)
     for w in warnings:  # last on screen too, where a terminal shows them after the tables
         print(f"warning: {w}", file=sys.stderr)
