@@ -77,6 +77,10 @@ MAX_RUNS_NEEDED = 10 ** 7  # "runs needed" beyond this is reported as not reacha
 # thousand resamples), and it keeps the arrays they size below numpy's dimension limit, which a
 # value like 10**20 hits with a ValueError traceback (not the MemoryError main() catches).
 MAX_COUNT = 10 ** 6
+# Together the flags can still ask for hours (--bootstrap 10**6 --resamples 10**6): a run whose
+# resampling would touch more array elements than this is refused before it starts. The 2-core
+# development machine goes through about 2 x 10**7 a second, so this is a couple of minutes.
+MAX_WORK = 2 * 10 ** 9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -726,6 +730,24 @@ def build_pools(logs, warnings, keep_nonfinite=False):
             notes.setdefault((model, hidden), []).append(
                 f"{cell_name(model, hidden)}: trials from logs of different grid settings or code")
     return out, notes, missing
+
+
+def resampling_work(mnist_logs, gpt_logs, args):
+    """An upper bound on the array elements the resampling of these logs touches with these flags
+    (what time and memory grow with): every search simulated (--bootstrap draws of k trials, or of
+    the whole pool without replacement), the seed bootstrap and the label permutations of every
+    comparison (--resamples x budgets x both pools' trials), the equal-loss bootstrap of every GPT
+    group (--resamples x runs x validation points). Counted from the trial and step lines before
+    the pools are built, so repeated trials count twice: it only has to be of the right size."""
+    cells = Counter((t["model"], t["hidden"]) for log in mnist_logs for t in log["trials"])
+    per_k = sum(args.k) if args.estimator == "dodge" else len(args.k) * max(cells.values(), default=0)
+    work = args.bootstrap * per_k * len(cells)
+    biggest = max(cells.values(), default=0)
+    for n in cells.values():  # each pool is in at most two comparisons (equal size, equal parameters)
+        work += 2 * 2 * args.resamples * len(args.k) * (n + biggest)
+    for log in gpt_logs:
+        work += 2 * args.resamples * sum(1 for s in log["steps"] if s["val_loss"] is not None)
+    return work
 
 
 def curve_ks(n):
@@ -2257,6 +2279,15 @@ def main(argv=None):
         print(f"analyze.py: error: {found}; {what}", file=sys.stderr)
         return 2
 
+    mnist_logs = [l for l in logs if l["kind"] == "mnist"]
+    gpt_logs = [l for l in logs if l["kind"] == "gpt"]
+    work = resampling_work(mnist_logs, gpt_logs, args)
+    if work > MAX_WORK:  # refused before any of it is done
+        print(f"analyze.py: error: --k {','.join(map(str, args.k))} --bootstrap {args.bootstrap} --resamples "
+              f"{args.resamples} on these logs is about {work:.1e} array elements of resampling, above the "
+              f"{MAX_WORK:.0e} that keep a run within a few minutes; lower --resamples or --bootstrap (defaults: --k 2,4,8 "
+              f"--bootstrap 50 --resamples 2000; intervals and p-values settle within a few thousand)", file=sys.stderr)
+        return 2
     out = Path(args.out)
     made = not out.exists()
     if out.exists() and not out.is_dir():
@@ -2278,8 +2309,6 @@ def main(argv=None):
         if made:
             out.rmdir()
         return 2
-    mnist_logs = [l for l in logs if l["kind"] == "mnist"]
-    gpt_logs = [l for l in logs if l["kind"] == "gpt"]
     try:
         mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
         gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
