@@ -661,25 +661,29 @@ def study_signature(log):
     return (tuple(sorted((k, v) for k, v in log["config"].items() if k not in MNIST_SCOPE_KEYS)), log["code"])
 
 
-def build_pools(logs, warnings, keep_nonfinite=False):
+def build_pools(logs, warnings, keep_nonfinite=True):
     """Trials of every MNIST log -> ({(model, hidden): pool}, {(model, hidden): [notes]}, missing
     trials). A trial is identified by (model, hidden, batch_size, lr, seed, epochs): the first
     occurrence is kept (files in the order given), so a log passed twice, or a copy beside the
     reference log, counts once. Trials whose train_loss is not finite (the training diverged)
-    are left out unless keep_nonfinite."""
+    stay in with the accuracy they reached (a search that draws a diverging setting pays for it)
+    unless not keep_nonfinite (--drop-nonfinite); trials with a nan accuracy cannot be ranked and
+    are always left out. A cell (model, hidden) none of whose trials is left gets no pool: it is
+    listed in empty[(model, hidden)] (why) and named in one warning."""
     notes = {}
     missing = check_mnist_logs(logs, warnings, notes)
-    seen, duplicates, differing = {}, 0, 0
+    seen, duplicates, differing, read = {}, 0, 0, {}
     nan_dropped, diverged = Counter(), Counter()
     for log in logs:
         for t in log["trials"]:
             key = trial_key(t)
-            if key in seen:
+            if key in read:
                 duplicates += 1
-                first = seen[key]
+                first = read[key]
                 differing += (first["val_acc"], first["test_acc"]) != (t["val_acc"], t["test_acc"])
                 continue
-            if math.isnan(t["val_acc"]) or math.isnan(t["test_acc"]):
+            read[key] = t
+            if not (math.isfinite(t["val_acc"]) and math.isfinite(t["test_acc"])):
                 nan_dropped[(t["model"], t["hidden"])] += 1
                 continue
             seen[key] = dict(t, signature=study_signature(log))
@@ -692,18 +696,20 @@ def build_pools(logs, warnings, keep_nonfinite=False):
                         f"seed, epochs) ignored, the first occurrence kept"
                         + (f"; {differing} of them had different accuracies" if differing else ""))
     if nan_dropped:
-        warnings.append(f"{sum(nan_dropped.values())} MNIST trials with a nan accuracy left out of the pool")
+        warnings.append(f"{sum(nan_dropped.values())} MNIST trials with a nan (non-finite) accuracy left out of "
+                        f"the pool: they cannot be ranked")
         for (m, h), n in sorted(nan_dropped.items()):
             notes.setdefault((m, h), []).append(f"{cell_name(m, h)}: {n} trial(s) with a nan accuracy left out")
     if diverged:
         cells = ", ".join(f"{cell_name(m, h)}: {n}" for (m, h), n in sorted(diverged.items()))
         if keep_nonfinite:
-            warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged) "
-                            f"kept in the pool (--keep-nonfinite): {cells}")
+            warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged: nan or "
+                            f"inf) kept in the pool with the accuracy they reached (a search that draws a diverging "
+                            f"setting pays for it): {cells}; --drop-nonfinite leaves them out")
         else:
             warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged: nan "
-                            f"or inf) left out of the pool: {cells}; --keep-nonfinite keeps them (a search "
-                            f"that can draw a diverging setting then pays for it)")
+                            f"or inf) left out of the pool (--drop-nonfinite): {cells}; this flatters the model "
+                            f"that diverges more often")
         for (m, h), n in sorted(diverged.items()):
             notes.setdefault((m, h), []).append(
                 f"{cell_name(m, h)}: {n} diverged trial(s) " + ("kept" if keep_nonfinite else "left out"))
@@ -729,7 +735,18 @@ def build_pools(logs, warnings, keep_nonfinite=False):
         if len(out[(model, hidden)]["signatures"]) > 1:
             notes.setdefault((model, hidden), []).append(
                 f"{cell_name(model, hidden)}: trials from logs of different grid settings or code")
-    return out, notes, missing
+    empty = {}  # cells read whose every trial was left out: no pool, shown as missing
+    for m, h in sorted({key[:2] for key in read} - set(out)):
+        ts = [t for key, t in read.items() if key[:2] == (m, h)]
+        why = Counter("nan accuracy" if not (math.isfinite(t["val_acc"]) and math.isfinite(t["test_acc"])) else
+                      "diverged, --drop-nonfinite" if t["train_loss"] is not None and not math.isfinite(t["train_loss"])
+                      else "other epochs" for t in ts)
+        empty[(m, h)] = f"every one of its {len(ts)} trials left out (" + ", ".join(
+            f"{n} {w}" for w, n in why.most_common()) + ")"
+    if empty:
+        warnings.append(f"{len(empty)} MNIST cell(s) with no trial left, shown as missing: "
+                        + "; ".join(f"{cell_name(*c)}: {why}" for c, why in empty.items()))
+    return out, notes, missing, empty
 
 
 def resampling_work(mnist_logs, gpt_logs, args):
@@ -935,9 +952,9 @@ def comparison_notes(c, pools, notes, h_geglu, h_relu, replace):
 def analyse_mnist(logs, args, warnings):
     rng = np.random.default_rng(args.seed)
     replace = args.estimator == "dodge"
-    pools, notes, missing = build_pools(logs, warnings, args.keep_nonfinite)
+    pools, notes, missing, empty = build_pools(logs, warnings, args.keep_nonfinite)
     result = dict(pools=pools, notes=notes, missing=missing, stats={}, curves={}, comparisons=[],
-                  param_match=[], claim=[])
+                  param_match=[], claim=[], empty=empty)
     for key, pool in pools.items():
         result["stats"][key], result["curves"][key] = analyse_pool(pool, args.k, args.bootstrap, rng, replace)
         too_big = [k for k in args.k if k > len(pool["val"])]
@@ -1000,6 +1017,8 @@ def interval_bars(ax, x, lo, hi, color):
 
 def plot_mnist(res, args, out):
     pools, stats = res["pools"], res["stats"]
+    if not pools:
+        return []  # every cell had every trial left out: nothing to draw (the warning and tables say so)
     models = sorted({m for m, _ in pools}, key=lambda m: (m != "geglu", m))
     files = []
     for k in args.k:
@@ -1971,7 +1990,9 @@ def mnist_markdown(res, args):
            noted_table(["model", "hidden", "params", "trials", "seeds", "best val", "test of best val"],
                        [[model_name(m), h, fmt(p["params"], ".0f"), len(p["val"]), len(set(p["seed"])),
                          fmt(p["val"].max()), fmt(p["test"][np.argmax(p["val"])])]
-                        for (m, h), p in pools.items()], [notes.get(key, []) for key in pools]), "",
+                        for (m, h), p in pools.items()]
+                       + [[model_name(m), h, "", f"missing: {why}", "", "", ""] for (m, h), why in res["empty"].items()],
+                       [notes.get(key, []) for key in list(pools) + list(res["empty"])]), "",
            f"Best of k by validation accuracy, test accuracy of the selected trial: exact expectation "
            f"± sd ({estimator_name(args)}), the central 68% of a search's outcomes (16th-84th percentile), "
            f"and {args.bootstrap} simulated searches (mean ± sd); expected best validation accuracy beside it:", "",
@@ -1996,6 +2017,11 @@ def mnist_markdown(res, args):
                                   {True: "agrees with claim", False: "disagrees with claim"}.get(
                                       c["agrees_with_claim"], "n/a")]
                                  for c in res["claim"]], [c["notes"] for c in res["claim"]])]
+    # a hidden size one model has and the other lost entirely: said, not dropped in silence
+    uncompared = sorted({h for m, h in res["empty"]} & {h for m, h in list(pools) + list(res["empty"])} - set(res["hidden"]))
+    if uncompared:
+        out += ["", "Not compared (a model's every trial at this size left out, see the pool table): "
+                + ", ".join(f"h={h}" for h in uncompared)]
     if res["param_match"]:
         out += ["", "Equal parameter count (each ReLU size against the GeGLU size with the closest "
                 f"parameter count, within {PARAM_MATCH_TOLERANCE:.0%}; Holm over this table):", "",
@@ -2148,6 +2174,7 @@ def summary_json(mnist, gpt, args, files, warnings):
         summary["mnist_claim_check"] = mnist["claim"]
         summary["mnist_param_match_comparisons"] = cells(mnist["param_match"])
         summary["mnist_missing_trials"] = mnist["missing"]
+        summary["mnist_empty_cells"] = [dict(model=m, hidden=h, why=why) for (m, h), why in mnist["empty"].items()]
     if gpt:
         summary["gpt"] = gpt["rows"]
         summary["gpt_runs"] = [{k: r[k] for k in RUN_JSON_KEYS} for r in gpt["runs"]]
@@ -2231,8 +2258,10 @@ def main(argv=None):
     parser.add_argument("--estimator", choices=("dodge", "tang"), default="dodge",
                         help="expected best-of-k: dodge (k draws with replacement, Dodge et al. 2019) or "
                              "tang (k distinct trials, unbiased, Tang et al. 2020)")
-    parser.add_argument("--keep-nonfinite", action="store_true",
-                        help="keep MNIST trials whose train_loss is nan or inf (diverged) in the pool")
+    parser.add_argument("--drop-nonfinite", action="store_true",
+                        help="leave MNIST trials whose train_loss is nan or inf (diverged) out of the pool "
+                             "(default: they stay in with the accuracy they reached, as a search that drew "
+                             "them would have paid for them; the notes count them either way)")
     parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random number generator")
     parser.add_argument("--target-loss", type=finite_positive, default=3.28,
                         help="GPT validation loss target (time/tokens to target, record rule)")
@@ -2241,6 +2270,7 @@ def main(argv=None):
     parser.add_argument("--no-figures", action="store_true", help="tables only (summary.md, summary.json)")
     args = parser.parse_args(argv)
     args.k = sorted(set(args.k))
+    args.keep_nonfinite = not args.drop_nonfinite
 
     try:
         files = find_logs(args.inputs) if args.inputs else find_logs(["logs"], skip=["logs/reference"])
@@ -2335,7 +2365,7 @@ def main(argv=None):
         parts += ["", mnist_markdown(mnist, args)]
     if gpt:
         parts += ["", gpt_markdown(gpt, args)]
-    parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none (--no-figures)")]
+    parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none" + " (--no-figures)" * args.no_figures)]
     text = "\n".join(parts) + "\n"
     summary = summary_json(mnist, gpt, args, [l["path"] for l in logs], warnings)
     summary["figures"] = figures

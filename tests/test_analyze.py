@@ -5,6 +5,8 @@ import argparse
 import itertools
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -985,21 +987,89 @@ def test_interrupted_mnist_run_is_warned_with_the_resume_command(tmp_path):
     assert notes[2] == [] and notes[4] == ["FFN_ReLU h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
 
 
-def test_nonfinite_trials_left_out_by_default_and_kept_on_request(tmp_path):
-    """--lrs inf trains to train_loss:nan at chance accuracy: such trials leave the pool (a cell of
-    16 trials would otherwise grow to 20) unless --keep-nonfinite."""
+def test_nonfinite_trials_kept_by_default_and_left_out_on_request(tmp_path):
+    """--lrs inf trains to train_loss:nan at chance accuracy: a search that draws such a setting pays
+    for it, so the trials stay in the pool (a cell of 16 trials grows to 20) unless --drop-nonfinite;
+    the warning and the notes count them either way."""
     path = mnist_log(tmp_path / "m.txt", lrs=(0.1, 0.01, 0.001, 0.0001, math.inf))
     summary, md = run_main(tmp_path, path)
-    assert summary["mnist"]["relu"]["2"]["trials"] == 16
-    assert any(w.startswith("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) left out of the pool: "
-                            "FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --keep-nonfinite")
-               for w in summary["warnings"])
-    assert all("4 diverged trial(s) left out" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
-    kept, _ = run_main(tmp_path, path, flags=["--keep-nonfinite"])
-    assert kept["mnist"]["relu"]["2"]["trials"] == 20 and kept["settings"]["keep_nonfinite"] is True
-    assert any("kept in the pool (--keep-nonfinite)" in w for w in kept["warnings"])
-    # the kept chance-level trials lower the expected best of 2
-    assert kept["mnist"]["relu"]["2"]["2"]["expected_test"] < summary["mnist"]["relu"]["2"]["2"]["expected_test"]
+    assert summary["mnist"]["relu"]["2"]["trials"] == 20 and summary["settings"]["keep_nonfinite"] is True
+    assert ("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) kept in the pool with the accuracy "
+            "they reached (a search that draws a diverging setting pays for it): FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, "
+            "FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --drop-nonfinite leaves them out") in summary["warnings"]
+    assert all("4 diverged trial(s) kept" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
+    # the diverged draws cost the search: best-of-2 is lower with them than without
+    dropped, _ = run_main(tmp_path, path, flags=["--drop-nonfinite"])
+    assert dropped["mnist"]["relu"]["2"]["trials"] == 16 and dropped["settings"]["keep_nonfinite"] is False
+    assert any(w.startswith("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) left out of the "
+                            "pool (--drop-nonfinite)") for w in dropped["warnings"])
+    assert all("4 diverged trial(s) left out" in " ".join(c["notes"]) for c in dropped["mnist_comparisons"])
+    assert summary["mnist"]["relu"]["2"]["2"]["expected_test"] < dropped["mnist"]["relu"]["2"]["2"]["expected_test"]
+
+
+def nonfinite_run(tmp_path, path, *flags):
+    """analyze.main with figures, any warning (matplotlib's too) an error: (summary, summary.md)."""
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analyze.main([str(path), "--out", str(out), "--k", "2", "--resamples", "100", "--bootstrap", "10",
+                             *flags]) == 0
+    return json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+
+
+def test_every_trial_nonfinite_or_nan_is_no_traceback(tmp_path):
+    """A grid whose every trial diverged (train_loss nan, chance accuracy, as --lrs inf trains): kept,
+    it is a pool at chance; left out (--drop-nonfinite), or with every test_acc nan, every cell is
+    missing: one warning names them, the pool table says 'missing', no figure, no traceback."""
+    path = mnist_log(tmp_path / "m.txt", lrs=(math.inf,))
+    summary, md = nonfinite_run(tmp_path, path)
+    assert summary["mnist"]["relu"]["2"]["trials"] == 4 and summary["mnist"]["relu"]["2"]["2"]["expected_test"] < 0.2
+    assert summary["mnist_empty_cells"] == [] and summary["figures"]
+    summary, md = nonfinite_run(tmp_path, path, "--drop-nonfinite")
+    assert "mnist" not in summary or summary["mnist"] == {}
+    empty = [w for w in summary["warnings"] if "with no trial left" in w]
+    assert empty == ["4 MNIST cell(s) with no trial left, shown as missing: FFN_GeGLU h=2: every one of its 4 trials "
+                     "left out (4 diverged, --drop-nonfinite); FFN_GeGLU h=4: every one of its 4 trials left out (4 "
+                     "diverged, --drop-nonfinite); FFN_ReLU h=2: every one of its 4 trials left out (4 diverged, "
+                     "--drop-nonfinite); FFN_ReLU h=4: every one of its 4 trials left out (4 diverged, --drop-nonfinite)"]
+    assert len(summary["mnist_empty_cells"]) == 4 and summary["figures"] == []
+    assert "| FFN_ReLU | 2 |  | missing: every one of its 4 trials left out (4 diverged, --drop-nonfinite) |" in md
+    assert "Not compared (a model's every trial at this size left out, see the pool table): h=2, h=4" in md
+    nan_test = tmp_path / "nan_test.txt"
+    nan_test.write_text(re.sub(r"test_acc:[0-9.]+", "test_acc:nan", mnist_log(tmp_path / "m2.txt").read_text()))
+    summary, md = nonfinite_run(tmp_path, nan_test)
+    assert "64 MNIST trials with a nan (non-finite) accuracy left out of the pool: they cannot be ranked" in summary["warnings"]
+    assert any(w.startswith("4 MNIST cell(s) with no trial left") and "(16 nan accuracy)" in w for w in summary["warnings"])
+
+
+def test_one_model_missing_at_a_size_is_said_and_the_rest_compared(tmp_path):
+    """GeGLU h=2 lost every trial (nan accuracies): ReLU h=2 keeps its pool, h=4 is compared, h=2 is
+    named as not compared, and the figures are drawn without it."""
+    path = mnist_log(tmp_path / "m.txt")
+    path.write_text("\n".join(re.sub(r"val_acc:[0-9.]+", "val_acc:nan", line) if line.startswith(
+        "trial: model:geglu hidden:2 ") else line for line in path.read_text().splitlines()) + "\n")
+    summary, md = nonfinite_run(tmp_path, path)
+    assert {c["hidden"] for c in summary["mnist_comparisons"]} == {4} and summary["mnist"]["relu"]["2"]["trials"] == 16
+    assert summary["mnist_empty_cells"] == [dict(model="geglu", hidden=2, why="every one of its 16 trials left out "
+                                                 "(16 nan accuracy)")]
+    assert "Not compared (a model's every trial at this size left out, see the pool table): h=2" in md
+    assert len([w for w in summary["warnings"] if "with no trial left" in w]) == 1 and summary["figures"]
+
+
+@pytest.mark.slow
+def test_real_run_whose_every_trial_diverges(tmp_path, mnist_dir, repo_root):
+    """A real `train_mnist_ffn.py --lrs 1e30` run: every train_loss nan."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(repo_root / "train_mnist_ffn.py"), "--lrs", "1e30", "--hidden", "2",
+                    "--batch-sizes", "64", "--seeds", "2", "--train-limit", "512", "--workers", "1",
+                    "--data-dir", str(mnist_dir), "--log-dir", str(tmp_path / "logs")], check=True, capture_output=True)
+    (log,) = (tmp_path / "logs").glob("mnist-*.txt")
+    assert log.read_text().count("train_loss:nan") == 4
+    summary, _ = nonfinite_run(tmp_path, log)
+    assert summary["mnist"]["relu"]["2"]["trials"] == 2 and any("kept in the pool" in w for w in summary["warnings"])
+    summary, md = nonfinite_run(tmp_path, log, "--drop-nonfinite")
+    assert len(summary["mnist_empty_cells"]) == 2 and "missing: every one of its 2 trials left out" in md
 
 
 def test_logs_of_different_grids_or_code_pooled_are_warned(tmp_path):
