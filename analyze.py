@@ -14,7 +14,9 @@ resampled together) and a p-value from a permutation test that swaps the model l
 trials, Holm-corrected across all the comparisons.
 
 GPT logs are grouped by configuration (the config: record minus the seed, plus the GPU and
-world size); runs that differ only by seed are replicates, and a resumed log is one run. Per
+world size); runs that differ only by seed are replicates, runs of a group that share their seed
+are one measurement (the first finished one counts; a warning names the others), and a resumed
+log is one run. Per
 group: step time, final validation loss, peak memory, tokens, time and tokens to a target loss,
 and the speedrun's record rule (mean final loss below the target by a one-sided t-test at
 p < 0.01, and how many runs would pass it). Against the matching relu2 group: the changes with
@@ -68,6 +70,8 @@ MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"
 # Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
 # writes are not timed): a run with --save-every is a replicate of one without.
 GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
+# What a statistic that needs two independent runs says with fewer (sd, t, p, the record rule)
+FEWER_THAN_2 = "n/a: fewer than 2 independent runs"
 # Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
@@ -1244,7 +1248,7 @@ def gpt_run(log, target_loss, warnings):
                seed=config.get("seed"), started=parse_time(log["run"].get("started")),
                gpu=log["run"].get("gpu", "?"), world_size=world_size, torch=log["run"].get("torch"),
                cuda=log["env"].get("cuda"), host=log["run"].get("host"), code=log["code"],
-               resumed_from=[r["from_step"] for r in log["resumes"]], resume_changes=changes,
+               resumed_from=[r["from_step"] for r in log["resumes"]], resume_changes=changes, repeat_of=None,
                val_step=np.array([s["step"] for s in val]), val_loss=np.array([s["val_loss"] for s in val]),
                val_time_ms=np.array([s["train_time_ms"] for s in val]),
                val_tokens=np.array([tokens(s) for s in val], float),
@@ -1464,6 +1468,34 @@ def loss_difference(runs, base_runs, axis):
                 base_runs=b - b.mean(axis=0))
 
 
+def independent_runs(g):
+    """A group's finished runs, one per seed: runs of one group (the same config: apart from
+    GPT_REPLICATE_KEYS, on the same GPU model and count) that share their seed are one measurement
+    (the same command run again), so only the first finished one started counts; analyse_gpt
+    marks the others repeat_of and warns."""
+    return [r for r in g["runs"] if r["finished"] and not r.get("repeat_of")]
+
+
+def mark_repeated_seeds(g, warnings):
+    """Marks the runs of group g that repeat a seed of another run (r["repeat_of"]: the file that
+    counts), keeping the first finished one started; one warning per repeated seed."""
+    by_seed = {}
+    for r in g["runs"]:
+        if r["seed"] is not None and not g["original"]:
+            by_seed.setdefault(r["seed"], []).append(r)
+    for seed, rs in by_seed.items():
+        if len(rs) < 2:
+            continue
+        rs.sort(key=lambda r: (not r["finished"], r["started"] is None, r["started"] or 0, r["path"]))
+        for r in rs[1:]:
+            r["repeat_of"] = rs[0]["name"]
+        text = (f"{g['label']}: {len(rs)} runs share seed {seed} and every setting ({', '.join(r['name'] for r in rs)}): "
+                f"one measurement, not {len(rs)} replicates; only {rs[0]['name']} counts (rule: a group's runs with "
+                f"the same seed: in config: are one run, whatever their {', '.join(sorted(GPT_REPLICATE_KEYS - {'seed'}))})")
+        warnings.append(text)
+        g["notes"].append(text)
+
+
 def record_rule(losses, target, alpha):
     """The speedrun's rule for a loss claim: mean final validation loss below the target by a
     one-sided one-sample t-test at p < alpha; and the runs needed at the observed mean and sd."""
@@ -1474,7 +1506,7 @@ def record_rule(losses, target, alpha):
     if not losses:
         verdict = "no finished run"
     elif len(losses) < 2:
-        verdict = "not testable (1 run)"
+        verdict = FEWER_THAN_2
     elif mean >= target:
         verdict = f"fails: mean not below {target}"
     elif p < alpha:
@@ -1509,6 +1541,7 @@ def analyse_gpt(logs, args, warnings):
     for g in groups:
         for r in g["runs"]:
             r["label"] = g["label"]
+        mark_repeated_seeds(g, warnings)
         done = [r for r in g["runs"] if r["finished"]]
         if len(done) < len(g["runs"]):
             ended = Counter(r["ended"].split(" at ")[0] for r in g["runs"] if not r["finished"])
@@ -1536,9 +1569,11 @@ def analyse_gpt(logs, args, warnings):
 
 def group_row(g, groups, args, warnings, rng):
     """One group's numbers over its finished runs, and its comparison with the relu2 baseline."""
-    runs = [r for r in g["runs"] if r["finished"]]
-    row = dict(label=g["label"], mlp=g["mlp"], setting=g["letter"], runs=len(runs),
-               unfinished_runs=len(g["runs"]) - len(runs), files=[r["path"] for r in g["runs"]],
+    runs = independent_runs(g)
+    repeats = sum(1 for r in g["runs"] if r.get("repeat_of"))
+    row = dict(label=g["label"], mlp=g["mlp"], setting=g["letter"], runs=len(runs), repeated_seed_runs=repeats,
+               unfinished_runs=sum(1 for r in g["runs"] if not r["finished"] and not r.get("repeat_of")),
+               files=[r["path"] for r in g["runs"]],
                original_log=g["original"], gpu=g["runs"][0]["gpu"], world_size=g["runs"][0]["world_size"],
                torch=sorted({str(r["torch"]) for r in g["runs"]}),
                resumed_runs=sum(1 for r in g["runs"] if r["resumed_from"]))
@@ -1569,12 +1604,13 @@ def group_row(g, groups, args, warnings, rng):
                             f"compared with {base['label']}, which also differs in {', '.join(differs)}")
             notes.append(f"{g['label']}: its baseline {base['label']} also differs in {', '.join(differs)}")
     row["baseline"] = base["label"] if base else None
+    row["baseline_runs"] = len(independent_runs(base)) if base else 0
     row["baseline_also_differs_in"] = differs
     row["step_avg_change_pct"] = row["final_val_loss_change"] = row["peak_memory_change_pct"] = math.nan
     row["step_avg_p_value"] = row["final_val_loss_p_value"] = math.nan
     row["same_machine"], row["machine_differences"], row["interleaving"], row["equal_loss"] = None, [], None, None
     if base:
-        base_runs = [r for r in base["runs"] if r["finished"]]
+        base_runs = independent_runs(base)
         bm = mean_sd([r["step_avg_ms"] for r in base_runs])[0]
         row["step_avg_change_pct"] = 100 * (row["step_avg_ms_mean"] / bm - 1)
         row["final_val_loss_change"] = row["final_val_loss_mean"] - mean_sd(
@@ -2049,10 +2085,12 @@ def pct(x):
 
 def gpt_markdown(res, args):
     rows, L = res["rows"], args.target_loss
-    group_rows = [[r["label"], f"{r['runs']}" + (f" (+{r['unfinished_runs']} unfinished)" if r["unfinished_runs"] else ""),
+    sd = lambda r, x, spec: fmt(x, spec) if r["runs"] > 1 else FEWER_THAN_2  # one seed: no spread to report
+    group_rows = [[r["label"], f"{r['runs']}" + (f" (+{r['unfinished_runs']} unfinished)" if r["unfinished_runs"] else "")
+                   + (f" (+{r['repeated_seed_runs']} repeating a seed)" if r["repeated_seed_runs"] else ""),
                    "unknown" if r["gpu"] == "?" else ("CPU" if r["gpu"] == "none" else r["gpu"]) + f" x {r['world_size']}",
-                   f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {fmt(r['step_avg_ms_sd'], '.2f')}",
-                   f"{fmt(r['final_val_loss_mean'])} ± {fmt(r['final_val_loss_sd'])}",
+                   f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {sd(r, r['step_avg_ms_sd'], '.2f')}",
+                   f"{fmt(r['final_val_loss_mean'])} ± {sd(r, r['final_val_loss_sd'], '.4f')}",
                    fmt(r["peak_memory_mib"], ".0f") + (f" ± {fmt(r['peak_memory_mib_sd'], '.0f')}" if r["runs"] > 1 else "")
                    + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
                    fmt(r["tokens"], ",.0f"),
@@ -2060,13 +2098,14 @@ def gpt_markdown(res, args):
                    + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
                    fmt(r["tokens_to_target"], ",.0f", "not reached" if r["runs"] else "n/a")] for r in rows]
     out = ["## GPT", "",
-           f"Per configuration (runs differing only by seed are replicates; unfinished runs are left out of "
-           f"the numbers): mean ± sd over the finished runs; peak memory is CUDA's allocated peak, or the "
+           f"Per configuration (runs differing only by seed are replicates, runs sharing a seed one measurement; "
+           f"unfinished runs are left out of the numbers): mean ± sd over the finished runs; peak memory is CUDA's allocated peak, or the "
            f"process's max_rss on a CPU (rss); time and tokens to validation loss {L} are interpolated "
            f"between validation points, 'not reached' unless every run reached it:", "",
            noted_table(["group", "runs", "GPU x n", "step_avg ms", "final val loss", "peak MiB", "tokens",
                         f"time to {L}", f"tokens to {L}"], group_rows, [r["group_notes"] for r in rows])]
     compared = [r for r in rows if r["baseline"]]
+    welch_p = lambda r, key: fmt(r[key], ".2g") if min(r["runs"], r["baseline_runs"]) > 1 else FEWER_THAN_2
     if compared:
         out += ["", "Against the relu2 group of the same configuration: change of the means, Welch t-test "
                 "p-values (two-sided) on step_avg and on the final validation loss; whether both ran on the "
@@ -2074,8 +2113,8 @@ def gpt_markdown(res, args):
                 "like), and the order the runs were started in (c: this group, b: the baseline):", "",
                 noted_table(["group", "baseline", "Δ step_avg", "p", "Δ final loss", "p (loss)", "Δ memory",
                              "same GPU and software", "run order"],
-                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g"),
-                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g"),
+                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), welch_p(r, "step_avg_p_value"),
+                              fmt(r["final_val_loss_change"], "+.4f", ""), welch_p(r, "final_val_loss_p_value"),
                               pct(r["peak_memory_change_pct"]),
                               "yes" if r["same_machine"] else "no: " + "; ".join(r["machine_differences"]),
                               r["interleaving"]["verdict"] + (f" ({r['interleaving']['order']})"
@@ -2102,9 +2141,10 @@ def gpt_markdown(res, args):
             f"calculation: at that number a new set of runs passes about half the time):", "",
             markdown_table(["group", "runs", "mean ± sd", "t", "p (one-sided)", "verdict", "runs needed",
                             "more runs"],
-                           [[r["label"], q["n"], f"{fmt(q['mean'])} ± {fmt(q['sd'])}", fmt(q["t"], ".2f"),
-                             fmt(q["p_value"], ".2g"), q["verdict"], fmt(q["runs_needed"], "d"),
-                             fmt(q["more_runs_needed"], "d")] for r in rows for q in [r["record_rule"]]])]
+                           [[r["label"], q["n"], f"{fmt(q['mean'])} ± {sd(r, q['sd'], '.4f')}"] + (
+                               [fmt(q["t"], ".2f"), fmt(q["p_value"], ".2g"), q["verdict"], fmt(q["runs_needed"], "d"),
+                                fmt(q["more_runs_needed"], "d")] if q["n"] > 1 else [FEWER_THAN_2] * 5)
+                            for r in rows for q in [r["record_rule"]]])]
     if len(res["settings"]) > 1 or any(r["original_log"] for r in rows):
         settings = {letter: dict(setting) for setting, letter in res["settings"].items()}
         differ = sorted(k for k in set().union(*settings.values()) if len({str(s.get(k)) for s in settings.values()}) > 1)
@@ -2117,7 +2157,9 @@ def gpt_markdown(res, args):
             key_rows.append([g["label"], g["mlp"], g["letter"] or "", what])
         out += ["", "Key: what tells the groups apart (the config: keys that differ between settings; a "
                 "setting is everything but the MLP):", "", markdown_table(["group", "mlp", "setting", "settings"], key_rows)]
-    run_rows = [[r["name"], r["label"], fmt(r["seed"], "", "?"), r["ended"], f"{r['last_step']}/{r['total']}",
+    run_rows = [[r["name"], r["label"], fmt(r["seed"], "", "?"),
+                 r["ended"] + (f" (repeats the seed of {r['repeat_of']}: not counted)" if r["repeat_of"] else ""),
+                 f"{r['last_step']}/{r['total']}",
                  fmt(r["final_val_loss"]) if r["finished"] else
                  (f"{fmt(r['last_val_loss'])} at step {r['last_val_step']} (not final)" if r["last_val_step"] is not None else "n/a"),
                  fmt(r["last_step_avg_ms"], ".2f"), f"{r['started']:%Y-%m-%d %H:%M:%S}" if r["started"] else "?",
@@ -2151,7 +2193,7 @@ def jsonable(x):
 RUN_JSON_KEYS = ("path", "label", "seed", "finished", "status", "ended", "last_step", "total", "final_val_loss",
                  "last_val_loss", "last_val_step", "step_avg_ms", "last_step_avg_ms", "peak_memory_mib",
                  "peak_memory_kind", "tokens", "time_to_target_ms", "tokens_to_target", "started", "gpu",
-                 "world_size", "torch", "cuda", "host", "code", "resumed_from", "resume_changes")
+                 "world_size", "torch", "cuda", "host", "code", "resumed_from", "resume_changes", "repeat_of")
 
 
 def summary_json(mnist, gpt, args, files, warnings):
