@@ -70,6 +70,9 @@ MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"
 # Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
 # writes are not timed): a run with --save-every is a replicate of one without.
 GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
+RECORD_TARGET_LOSS = 3.28  # the speedrun's target: a validation loss on FineWeb's GPT-2 tokens, nothing else
+GPT2_VOCAB = 50257  # GPT-2's tokenizer; train_gpt.py pads the embedding to 50304
+NO_TARGET = "n/a (no target for this data)"
 # What a statistic that needs two independent runs says with fewer (sd, t, p, the record rule)
 FEWER_THAN_2 = "n/a: fewer than 2 independent runs"
 # Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
@@ -1254,8 +1257,9 @@ def gpt_run(log, target_loss, warnings):
                val_tokens=np.array([tokens(s) for s in val], float),
                train_step=np.array([s["step"] for s in train]),
                train_loss=np.array([s["train_loss"] for s in train]))
-    run["time_to_target_ms"], run["tokens_to_target"] = time_to_target(
-        run["val_loss"], run["val_time_ms"], run["val_tokens"], target_loss)
+    run["target_loss"] = target_loss
+    run["time_to_target_ms"], run["tokens_to_target"] = (math.nan, math.nan) if target_loss is None else \
+        time_to_target(run["val_loss"], run["val_time_ms"], run["val_tokens"], target_loss)
     return run
 
 
@@ -1269,6 +1273,29 @@ def time_to_target(loss, time_ms, tokens, target):
             return (float(time_ms[i - 1] + frac * (time_ms[i] - time_ms[i - 1])),
                     float(tokens[i - 1] + frac * (tokens[i] - tokens[i - 1])))
     return math.nan, math.nan
+
+
+def fineweb_tokens(log):
+    """Whether a GPT log's run trained and validated on FineWeb's GPT-2 tokens, the data the record's
+    3.28 is a target for: an original modded-nanogpt log (the record's own data), or a config: whose
+    train_files and val_files lie in a fineweb10B folder (where data/cached_fineweb10B.py puts them;
+    data/make_tiny_shards.py names its synthetic shards fineweb_*.bin too, but writes them elsewhere)
+    with a vocab_size that holds GPT-2's tokens. A log that does not say is not taken as FineWeb."""
+    if log["original"]:
+        return True
+    config = log["config"]
+    files = [config.get("train_files"), config.get("val_files")]
+    try:
+        vocab = int(config.get("vocab_size", GPT2_VOCAB))
+    except ValueError:
+        return False
+    return all(f is not None and "fineweb10b" in f.lower().replace("\\", "/").split("/")[:-1] for f in files) and \
+        vocab >= GPT2_VOCAB
+
+
+def run_target(log, args):
+    """The target loss for a log's run: --target-loss when given, else 3.28 on FineWeb tokens, else None."""
+    return args.target_loss if args.target_given or fineweb_tokens(log) else None
 
 
 def mean_sd(x):
@@ -1521,7 +1548,7 @@ def analyse_gpt(logs, args, warnings):
     rng = np.random.default_rng(args.seed)
     groups, runs = {}, []
     for log in logs:
-        run = gpt_run(log, args.target_loss, warnings)
+        run = gpt_run(log, run_target(log, args), warnings)
         runs.append(run)
         if log["original"]:
             # The public record is the relu2 ModernArch; nothing in the file says so.
@@ -1542,6 +1569,10 @@ def analyse_gpt(logs, args, warnings):
         for r in g["runs"]:
             r["label"] = g["label"]
         mark_repeated_seeds(g, warnings)
+        if g["runs"][0]["target_loss"] is None:
+            c = g["config"]
+            g["notes"].append(f"{g['label']}: not FineWeb GPT-2 tokens (train_files:{c.get('train_files', '?')} "
+                              f"vocab_size:{c.get('vocab_size', '?')}): no target loss; --target-loss sets one")
         done = [r for r in g["runs"] if r["finished"]]
         if len(done) < len(g["runs"]):
             ended = Counter(r["ended"].split(" at ")[0] for r in g["runs"] if not r["finished"])
@@ -1587,7 +1618,12 @@ def group_row(g, groups, args, warnings, rng):
     all_reached = bool(runs) and len(reached) == len(runs)  # a mean over the lucky runs only would flatter
     row["time_to_target_ms"] = mean_sd([r["time_to_target_ms"] for r in runs])[0] if all_reached else math.nan
     row["tokens_to_target"] = mean_sd([r["tokens_to_target"] for r in runs])[0] if all_reached else math.nan
-    row["record_rule"] = record_rule([r["final_val_loss"] for r in runs], args.target_loss, args.record_alpha)
+    row["target_loss"] = g["runs"][0]["target_loss"]  # the data is part of the configuration: one per group
+    if row["target_loss"] is None:
+        row["record_rule"] = dict(record_rule([], math.nan, args.record_alpha), n=len(runs), verdict=NO_TARGET)
+        row["record_rule"]["mean"], row["record_rule"]["sd"] = mean_sd([r["final_val_loss"] for r in runs])
+    else:
+        row["record_rule"] = record_rule([r["final_val_loss"] for r in runs], row["target_loss"], args.record_alpha)
     notes = []  # about the comparison with the baseline; the group's own are in g["notes"]
     base, differs = None, []
     relu2 = [o for o in groups if o["mlp"] == "relu2" and not o["original"]]
@@ -2085,6 +2121,8 @@ def pct(x):
 
 def gpt_markdown(res, args):
     rows, L = res["rows"], args.target_loss
+    if not args.target_given:  # 3.28 is FineWeb's: the columns say where it does not apply
+        L = f"{L} (FineWeb GPT-2 tokens only)"
     sd = lambda r, x, spec: fmt(x, spec) if r["runs"] > 1 else FEWER_THAN_2  # one seed: no spread to report
     group_rows = [[r["label"], f"{r['runs']}" + (f" (+{r['unfinished_runs']} unfinished)" if r["unfinished_runs"] else "")
                    + (f" (+{r['repeated_seed_runs']} repeating a seed)" if r["repeated_seed_runs"] else ""),
@@ -2095,8 +2133,9 @@ def gpt_markdown(res, args):
                    + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
                    fmt(r["tokens"], ",.0f"),
                    f"{fmt(r['time_to_target_ms'] / 1000, '.1f', 'not reached' if r['runs'] else 'n/a')}"
-                   + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
-                   fmt(r["tokens_to_target"], ",.0f", "not reached" if r["runs"] else "n/a")] for r in rows]
+                   + ("" if math.isnan(r["time_to_target_ms"]) else " s") if r["target_loss"] is not None else NO_TARGET,
+                   fmt(r["tokens_to_target"], ",.0f", "not reached" if r["runs"] else "n/a")
+                   if r["target_loss"] is not None else NO_TARGET] for r in rows]
     out = ["## GPT", "",
            f"Per configuration (runs differing only by seed are replicates, runs sharing a seed one measurement; "
            f"unfinished runs are left out of the numbers): mean ± sd over the finished runs; peak memory is CUDA's allocated peak, or the "
@@ -2142,6 +2181,7 @@ def gpt_markdown(res, args):
             markdown_table(["group", "runs", "mean ± sd", "t", "p (one-sided)", "verdict", "runs needed",
                             "more runs"],
                            [[r["label"], q["n"], f"{fmt(q['mean'])} ± {sd(r, q['sd'], '.4f')}"] + (
+                               [NO_TARGET] * 5 if r["target_loss"] is None else
                                [fmt(q["t"], ".2f"), fmt(q["p_value"], ".2g"), q["verdict"], fmt(q["runs_needed"], "d"),
                                 fmt(q["more_runs_needed"], "d")] if q["n"] > 1 else [FEWER_THAN_2] * 5)
                             for r in rows for q in [r["record_rule"]]])]
@@ -2305,14 +2345,19 @@ def main(argv=None):
                              "(default: they stay in with the accuracy they reached, as a search that drew "
                              "them would have paid for them; the notes count them either way)")
     parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random number generator")
-    parser.add_argument("--target-loss", type=finite_positive, default=3.28,
-                        help="GPT validation loss target (time/tokens to target, record rule)")
+    parser.add_argument("--target-loss", type=finite_positive, default=None,
+                        help="GPT validation loss target (time/tokens to target, record rule) for every run; "
+                             "default: the record's 3.28, for runs on FineWeb GPT-2 tokens only (train_files and "
+                             "val_files in a fineweb10B folder, vocab_size 50257 or more); other data gets "
+                             "'n/a (no target for this data)'")
     parser.add_argument("--record-alpha", type=probability, default=0.01,
                         help="p-value the record rule's one-sided t-test must beat")
     parser.add_argument("--no-figures", action="store_true", help="tables only (summary.md, summary.json)")
     args = parser.parse_args(argv)
     args.k = sorted(set(args.k))
     args.keep_nonfinite = not args.drop_nonfinite
+    args.target_given = args.target_loss is not None
+    args.target_loss = args.target_loss if args.target_given else RECORD_TARGET_LOSS
 
     try:
         files = find_logs(args.inputs) if args.inputs else find_logs(["logs"], skip=["logs/reference"])

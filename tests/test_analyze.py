@@ -23,6 +23,11 @@ FAKE_SOURCE = ["'''Example log lines:", "trial: model:relu hidden:2 batch_size:8
                "step:9/9 val_loss:0.1 train_time:1ms step_avg:1ms tokens:9", "'''", "python 3.11"]
 
 
+# Where train_gpt.py's FineWeb runs read their data: the record's 3.28 target applies to them only
+FINEWEB_FILES = ("vocab_size:50304 train_files:data/fineweb10B/fineweb_train_*.bin "
+                 "val_files:data/fineweb10B/fineweb_val_*.bin")
+
+
 def write_log(path, run_line, records, source=FAKE_SOURCE):
     path.write_text("\n".join([run_line, RULE, *source, RULE, *records]) + "\n")
     return path
@@ -358,7 +363,7 @@ def synthetic_mnist(path, seeds=8):
 def synthetic_gpt(path, mlp, seed, step_avg, final_loss, peak, done=True):
     hidden = 3072 if mlp == "relu2" else 1536
     config = (f"config: mlp:{mlp} n_layer:12 n_head:6 n_embd:768 mlp_hidden:{hidden} params:{hidden * 1000} "
-              f"seq_len:1024 batch_size:512 num_iterations:1000 val_every:100 seed:{seed} compile:1 "
+              f"seq_len:1024 batch_size:512 num_iterations:1000 val_every:100 seed:{seed} compile:1 {FINEWEB_FILES} "
               f"muon_params:{24 if mlp == 'relu2' else 36} world_size:8")  # muon_params follows the MLP
     lines = [config]
     for step in range(0, 1001):
@@ -532,7 +537,7 @@ def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started=
     tau = steps / 6.67
     loss = lambda s: final_loss + 8 * (math.exp(-s / tau) - math.exp(-steps / tau))
     config = (f"config: mlp:{mlp} n_layer:{n_layer} n_head:6 n_embd:768 mlp_hidden:{hidden} params:{hidden * 1000} "
-              f"seq_len:1024 batch_size:512 num_iterations:{steps} val_every:{val_every} seed:{seed} compile:1 "
+              f"seq_len:1024 batch_size:512 num_iterations:{steps} val_every:{val_every} seed:{seed} compile:1 {FINEWEB_FILES} "
               f"muon_params:72 muon_matrices:{72 if mlp == 'relu2' else 84} world_size:{world_size}")
 
     def step_lines(s, wrong=0.0):
@@ -899,7 +904,7 @@ def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
     gpt_log(tmp_path / "c.txt", seed=2, started=hours(2), torch="2.12.0")
     warnings = []
     res = analyze.analyse_gpt([analyze.parse_log(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")],
-                              argparse.Namespace(target_loss=3.28, record_alpha=0.01, resamples=10, seed=0), warnings)
+                              argparse.Namespace(target_loss=3.28, target_given=False, record_alpha=0.01, resamples=10, seed=0), warnings)
     assert len(res["rows"]) == 1 and res["rows"][0]["runs"] == 3  # still replicates: same config
     assert any("different software (torch)" in w for w in warnings)
     assert any("different code" in w and "2 versions" in w for w in warnings)
