@@ -1376,3 +1376,163 @@ def test_bad_flag_values_get_one_line(tmp_path, capsys):
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ") and words in err, err
         assert not (tmp_path / "plots").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that cannot carry a confident answer (issue 21)
+
+def test_runs_that_share_a_seed_are_one_measurement(tmp_path, capsys):
+    """The same command run twice (seed 0 both times, same loss) used to give sd 0, t = -inf, p = 0
+    and 'passes'. It is one measurement: n = 1, and nothing that needs a spread is given."""
+    gpt_log(tmp_path / "a.txt", seed=0, final_loss=3.27, started=hours(0))
+    gpt_log(tmp_path / "b.txt", seed=0, final_loss=3.27, started=hours(1))
+    summary, md = run_main(tmp_path, tmp_path / "a.txt", tmp_path / "b.txt")
+    (row,) = summary["gpt"]
+    assert row["runs"] == 1 and row["repeated_seed_runs"] == 1 and row["final_val_loss_sd"] is None
+    rule = row["record_rule"]
+    assert rule["verdict"] == analyze.FEWER_THAN_2 and rule["t"] is None and rule["p_value"] is None
+    assert rule["runs_needed"] is None
+    assert ("relu2: 2 runs share seed 0 and every setting (a.txt, b.txt): one measurement, not 2 replicates; only "
+            "a.txt counts (rule: a group's runs with the same seed: in config: are one run, whatever their host, id, "
+            "log_dir, save_every, started)") in summary["warnings"]
+    assert [r["repeat_of"] for r in summary["gpt_runs"]] == [None, "a.txt"]
+    assert "| relu2 | 1 (+1 repeating a seed) |" in md
+    assert f"| relu2 | 1 | 3.2700 ± {analyze.FEWER_THAN_2} | " + " | ".join([analyze.FEWER_THAN_2] * 5) + " |" in md
+    # a second seed makes two independent runs: the rule is tested again
+    gpt_log(tmp_path / "c.txt", seed=1, final_loss=3.272, started=hours(2))
+    summary, _ = run_main(tmp_path, tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt")
+    rule = summary["gpt"][0]["record_rule"]
+    assert summary["gpt"][0]["runs"] == rule["n"] == 2 and rule["t"] == pytest.approx(-9.0)  # mean 3.271, se 0.001
+
+
+def test_welch_p_needs_two_seeds_a_side(tmp_path):
+    """swiglu_thin run twice with seed 0 against three relu2 seeds: one measurement against three,
+    so the Welch p cells say why there is none."""
+    for i in range(3):
+        gpt_log(tmp_path / f"r{i}.txt", "relu2", i, 3.25 + 0.001 * i, 100.0 + i, hours(2 * i))
+    for i in range(2):
+        gpt_log(tmp_path / f"s{i}.txt", "swiglu_thin", 0, 3.27, 92.0 + i, hours(2 * i + 1))
+    summary, md = run_main(tmp_path, tmp_path)
+    swiglu = next(g for g in summary["gpt"] if g["mlp"] == "swiglu_thin")
+    assert swiglu["runs"] == 1 and swiglu["baseline_runs"] == 3 and swiglu["step_avg_p_value"] is None
+    line = next(l for l in md.splitlines() if l.startswith("| swiglu_thin | relu2 | -"))
+    assert line.split(" | ")[3] == line.split(" | ")[5] == analyze.FEWER_THAN_2
+
+
+def test_target_only_on_fineweb_tokens(tmp_path):
+    """The synthetic shards of data/make_tiny_shards.py (named fineweb_*.bin, vocab 512): no 3.28
+    target, unless --target-loss gives one; FineWeb's files keep it."""
+    tiny = gpt_log(tmp_path / "tiny.txt", final_loss=3.0)
+    tiny.write_text(tiny.read_text().replace("vocab_size:50304", "vocab_size:512").replace("data/fineweb10B/", "data/tiny/"))
+    gpt_log(tmp_path / "tiny2.txt", seed=1, final_loss=3.01, started=hours(1)).write_text(
+        (tmp_path / "tiny2.txt").read_text().replace("vocab_size:50304", "vocab_size:512").replace("data/fineweb10B/",
+                                                                                                   "data/tiny/"))
+    summary, md = run_main(tmp_path, tiny, tmp_path / "tiny2.txt")
+    (row,) = summary["gpt"]
+    assert row["target_loss"] is None and row["time_to_target_ms"] is None and row["record_rule"]["verdict"] == analyze.NO_TARGET
+    assert "| n/a (no target for this data) | n/a (no target for this data) | [1] |" in md
+    assert "- [1] relu2: not FineWeb GPT-2 tokens (train_files:data/tiny/fineweb_train_*.bin vocab_size:512): no target " \
+           "loss; --target-loss sets one" in md
+    assert "| relu2 | 2 | 3.0050 ± 0.0071 | " + " | ".join([analyze.NO_TARGET] * 5) + " |" in md
+    summary, md = run_main(tmp_path, tiny, tmp_path / "tiny2.txt", flags=["--target-loss", "3.28"])
+    (row,) = summary["gpt"]
+    assert row["target_loss"] == 3.28 and row["time_to_target_ms"] > 0 and row["record_rule"]["verdict"] == "passes"
+    fineweb = gpt_log(tmp_path / "fw.txt", final_loss=3.0)
+    summary, _ = run_main(tmp_path, fineweb)
+    assert summary["gpt"][0]["target_loss"] == 3.28 and summary["gpt"][0]["time_to_target_ms"] > 0
+
+
+def test_a_value_that_is_not_a_number_is_named(tmp_path, capsys):
+    path = mnist_log(tmp_path / "m.txt")
+    lines = path.read_text().splitlines()
+    i = next(n for n, l in enumerate(lines) if l.startswith("trial:") and n > lines.index(RULE, 2))  # not the header's
+    lines[i] = re.sub(r"val_acc:[0-9.]+", "val_acc:abc", lines[i])
+    path.write_text("\n".join(lines) + "\n")
+    summary, _ = run_main(tmp_path, path)
+    assert any(w.startswith(f"{path}: skipped 1 record line(s) that do not parse: line {i + 1}: val_acc: 'abc' is "
+                            f"not a number: 'trial: model:relu hidden:2") for w in summary["warnings"])
+    only_bad = tmp_path / "bad" / "m.txt"
+    only_bad.parent.mkdir()
+    capsys.readouterr()
+    only_bad.write_text("\n".join(l for n, l in enumerate(lines) if not l.startswith("trial:") or n <= i) + "\n")
+    assert analyze.main([str(only_bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "run a training script first" not in err
+    assert f"line {i + 1}: val_acc: 'abc' is not a number" in err and err.strip().endswith("fix or remove the lines named")
+
+
+def unwritable_folder(path):
+    """A folder that refuses new files: immutable (chattr +i) where that works (as root), else
+    without write permission (which root would ignore); None when neither can be made here."""
+    import subprocess
+    path.mkdir()
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        path.chmod(0o555)
+    try:
+        (path / "probe").write_text("")
+    except OSError:
+        return path
+    return None
+
+
+def test_out_that_refuses_files_is_one_line(tmp_path, capsys):
+    import subprocess
+    log = gpt_log(tmp_path / "g.txt")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [(a_file, "is a file, not a folder; give a folder"),
+             (a_file / "sub", "cannot make that folder")]
+    locked = unwritable_folder(tmp_path / "locked")
+    if locked:
+        cases.append((locked, "cannot write files there"))
+    try:
+        for out, words in cases:
+            assert analyze.main([str(log), "--out", str(out), "--no-figures"]) == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and err.startswith(f"analyze.py: error: --out {out}") and words in err
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "locked")], capture_output=True)
+        (tmp_path / "locked").chmod(0o755)
+    if not locked:
+        pytest.skip("no folder that refuses files could be made here (chattr +i and chmod both ignored)")
+
+
+def test_gpt_log_with_nan_losses_and_its_done_record(tmp_path):
+    """A run whose last validation loss is nan but which wrote its done: record is said to have one."""
+    path = gpt_log(tmp_path / "n.txt")
+    text = re.sub(r"step:1000/1000 val_loss:[0-9.]+", "step:1000/1000 val_loss:nan", path.read_text())
+    path.write_text(re.sub(r"final_val_loss:[0-9.]+", "final_val_loss:nan", text))
+    summary, _ = run_main(tmp_path, path)
+    assert not any("no done: record" in w for w in summary["warnings"])
+    assert any(w.startswith("n.txt: its done: record is there, but its last validation loss is nan at step 1000 "
+                            "(diverged?); left out of its group's numbers") for w in summary["warnings"])
+    assert summary["gpt_runs"][0]["ended"] == "non-finite validation loss at step 1000/1000"
+
+
+def test_log_killed_at_step_0_draws_without_warnings(tmp_path):
+    path = gpt_log(tmp_path / "k.txt", kill_at=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analyze.main([str(path), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "gpt_train_loss.png").exists()
+
+
+@pytest.mark.slow
+def test_real_smoke_runs_repeated_are_one_measurement_without_target(tmp_path, repo_root):
+    """The README's CPU smoke run, twice with the same command: one measurement, no 3.28 target."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(repo_root / "data" / "make_tiny_shards.py"), "--out", str(tmp_path / "tiny")],
+                   check=True, capture_output=True)
+    command = [sys.executable, str(repo_root / "train_gpt.py"), "--train-files", str(tmp_path / "tiny" / "fineweb_train_*.bin"),
+               "--val-files", str(tmp_path / "tiny" / "fineweb_val_*.bin"), "--vocab-size", "512", "--n-layer", "2",
+               "--n-embd", "64", "--n-head", "2", "--seq-len", "64", "--batch-size", "16", "--device-batch-size", "16",
+               "--num-iterations", "20", "--val-every", "10", "--val-tokens", "4096", "--no-compile", "--device", "cpu",
+               "--log-dir", str(tmp_path / "logs")]
+    for _ in range(2):
+        subprocess.run(command, check=True, capture_output=True)
+    summary, md = run_main(tmp_path, tmp_path / "logs")
+    (row,) = summary["gpt"]
+    assert row["runs"] == 1 and row["repeated_seed_runs"] == 1 and row["record_rule"]["verdict"] == analyze.NO_TARGET
+    assert row["time_to_target_ms"] is None and "time to 3.28" in md and analyze.NO_TARGET in md
+    assert any("2 runs share seed 0 and every setting" in w for w in summary["warnings"])
