@@ -14,7 +14,9 @@ resampled together) and a p-value from a permutation test that swaps the model l
 trials, Holm-corrected across all the comparisons.
 
 GPT logs are grouped by configuration (the config: record minus the seed, plus the GPU and
-world size); runs that differ only by seed are replicates, and a resumed log is one run. Per
+world size); runs that differ only by seed are replicates, runs of a group that share their seed
+are one measurement (the first finished one counts; a warning names the others), and a resumed
+log is one run. Per
 group: step time, final validation loss, peak memory, tokens, time and tokens to a target loss,
 and the speedrun's record rule (mean final loss below the target by a one-sided t-test at
 p < 0.01, and how many runs would pass it). Against the matching relu2 group: the changes with
@@ -69,6 +71,11 @@ MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"
 # Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
 # writes are not timed): a run with --save-every is a replicate of one without.
 GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
+RECORD_TARGET_LOSS = 3.28  # the speedrun's target: a validation loss on FineWeb's GPT-2 tokens, nothing else
+GPT2_VOCAB = 50257  # GPT-2's tokenizer; train_gpt.py pads the embedding to 50304
+NO_TARGET = "n/a (no target for this data)"
+# What a statistic that needs two independent runs says with fewer (sd, t, p, the record rule)
+FEWER_THAN_2 = "n/a: fewer than 2 independent runs"
 # Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
@@ -78,6 +85,10 @@ MAX_RUNS_NEEDED = 10 ** 7  # "runs needed" beyond this is reported as not reacha
 # thousand resamples), and it keeps the arrays they size below numpy's dimension limit, which a
 # value like 10**20 hits with a ValueError traceback (not the MemoryError main() catches).
 MAX_COUNT = 10 ** 6
+# Together the flags can still ask for hours (--bootstrap 10**6 --resamples 10**6): a run whose
+# resampling would touch more array elements than this is refused before it starts. The 2-core
+# development machine goes through about 2 x 10**7 a second, so this is a couple of minutes.
+MAX_WORK = 2 * 10 ** 9
 
 
 # ----------------------------------------------------------------------------------------------
@@ -120,13 +131,21 @@ def integer(value):
         raise BadRecord(f"{value!r} is not an integer") from None
 
 
+def keyed(convert, f, key, *unit):
+    """convert(f[key]), a BadRecord naming the key: 'val_acc: 'abc' is not a number'."""
+    try:
+        return convert(f[key], *unit)
+    except BadRecord as e:
+        raise BadRecord(f"{key}: {e}") from None
+
+
 def parse_trial(f):
-    trial = dict(model=f["model"], hidden=integer(f["hidden"]), batch_size=integer(f["batch_size"]),
-                 lr=number(f["lr"]), seed=integer(f["seed"]), val_acc=number(f["val_acc"]),
-                 test_acc=number(f["test_acc"]))
-    trial["epochs"] = integer(f["epochs"]) if "epochs" in f else None
-    trial["params"] = number(f["params"]) if "params" in f else math.nan
-    trial["train_loss"] = number(f["train_loss"]) if "train_loss" in f else None  # None: not logged
+    trial = dict(model=f["model"], hidden=keyed(integer, f, "hidden"), batch_size=keyed(integer, f, "batch_size"),
+                 lr=keyed(number, f, "lr"), seed=keyed(integer, f, "seed"), val_acc=keyed(number, f, "val_acc"),
+                 test_acc=keyed(number, f, "test_acc"))
+    trial["epochs"] = keyed(integer, f, "epochs") if "epochs" in f else None
+    trial["params"] = keyed(number, f, "params") if "params" in f else math.nan
+    trial["train_loss"] = keyed(number, f, "train_loss") if "train_loss" in f else None  # None: not logged
     return trial
 
 
@@ -179,7 +198,7 @@ def parse_log(path):
     lines = text.splitlines()
     log = dict(path=str(path), kind=None, run={}, config={}, trials=[], steps=[], peak={},
                done={}, n_bad=0, n_records=0, original=False, header_incomplete=False,
-               resumes=[], notices=[], code=None, env={}, cut_line=None)
+               resumes=[], notices=[], code=None, env={}, cut_line=None, bad_lines=[])
     if lines and lines[0].startswith("run:") and not text.endswith("\n"):
         # Our scripts end every line with its newline in one write: a last line without one was cut by
         # a kill, and may still parse with a wrong value (step_avg:2 of step_avg:26.14ms; test_acc:0.9).
@@ -201,7 +220,8 @@ def parse_log(path):
         log["code"], log["env"] = header_facts(header)
         body = body[rules[-1] + 1:]
     steps = {}
-    for line in body:
+    first_line = len(lines) - len(body) + 1  # body is the end of the file: its line numbers in the file
+    for number_in_file, line in enumerate(body, first_line):
         if not RECORD_START.match(line):
             continue  # 'Running pytorch ...', comments, nvidia-smi output: not records
         try:
@@ -230,8 +250,10 @@ def parse_log(path):
             else:
                 continue  # a record this reader does not know: new records may be added
             log["n_records"] += 1
-        except (BadRecord, KeyError, IndexError):
+        except (BadRecord, KeyError, IndexError) as e:
             log["n_bad"] += 1
+            why = f"no {e.args[0]} key" if isinstance(e, KeyError) else str(e) or "incomplete"
+            log["bad_lines"].append((number_in_file, why, line))
     log["steps"] = sorted(steps.values(), key=lambda s: s["step"])
     if "gpu" in log["run"]:
         log["run"]["gpu"] = gpu_name(log["run"]["gpu"])
@@ -647,25 +669,29 @@ def study_signature(log):
     return (tuple(sorted((k, v) for k, v in log["config"].items() if k not in MNIST_SCOPE_KEYS)), log["code"])
 
 
-def build_pools(logs, warnings, keep_nonfinite=False):
+def build_pools(logs, warnings, keep_nonfinite=True):
     """Trials of every MNIST log -> ({(model, hidden): pool}, {(model, hidden): [notes]}, missing
     trials). A trial is identified by (model, hidden, batch_size, lr, seed, epochs): the first
     occurrence is kept (files in the order given), so a log passed twice, or a copy beside the
     reference log, counts once. Trials whose train_loss is not finite (the training diverged)
-    are left out unless keep_nonfinite."""
+    stay in with the accuracy they reached (a search that draws a diverging setting pays for it)
+    unless not keep_nonfinite (--drop-nonfinite); trials with a nan accuracy cannot be ranked and
+    are always left out. A cell (model, hidden) none of whose trials is left gets no pool: it is
+    listed in empty[(model, hidden)] (why) and named in one warning."""
     notes = {}
     missing = check_mnist_logs(logs, warnings, notes)
-    seen, duplicates, differing = {}, 0, 0
+    seen, duplicates, differing, read = {}, 0, 0, {}
     nan_dropped, diverged = Counter(), Counter()
     for log in logs:
         for t in log["trials"]:
             key = trial_key(t)
-            if key in seen:
+            if key in read:
                 duplicates += 1
-                first = seen[key]
+                first = read[key]
                 differing += (first["val_acc"], first["test_acc"]) != (t["val_acc"], t["test_acc"])
                 continue
-            if math.isnan(t["val_acc"]) or math.isnan(t["test_acc"]):
+            read[key] = t
+            if not (math.isfinite(t["val_acc"]) and math.isfinite(t["test_acc"])):
                 nan_dropped[(t["model"], t["hidden"])] += 1
                 continue
             seen[key] = dict(t, signature=study_signature(log))
@@ -678,18 +704,20 @@ def build_pools(logs, warnings, keep_nonfinite=False):
                         f"seed, epochs) ignored, the first occurrence kept"
                         + (f"; {differing} of them had different accuracies" if differing else ""))
     if nan_dropped:
-        warnings.append(f"{sum(nan_dropped.values())} MNIST trials with a nan accuracy left out of the pool")
+        warnings.append(f"{sum(nan_dropped.values())} MNIST trials with a nan (non-finite) accuracy left out of "
+                        f"the pool: they cannot be ranked")
         for (m, h), n in sorted(nan_dropped.items()):
             notes.setdefault((m, h), []).append(f"{cell_name(m, h)}: {n} trial(s) with a nan accuracy left out")
     if diverged:
         cells = ", ".join(f"{cell_name(m, h)}: {n}" for (m, h), n in sorted(diverged.items()))
         if keep_nonfinite:
-            warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged) "
-                            f"kept in the pool (--keep-nonfinite): {cells}")
+            warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged: nan or "
+                            f"inf) kept in the pool with the accuracy they reached (a search that draws a diverging "
+                            f"setting pays for it): {cells}; --drop-nonfinite leaves them out")
         else:
             warnings.append(f"{sum(diverged.values())} MNIST trials with a non-finite train_loss (diverged: nan "
-                            f"or inf) left out of the pool: {cells}; --keep-nonfinite keeps them (a search "
-                            f"that can draw a diverging setting then pays for it)")
+                            f"or inf) left out of the pool (--drop-nonfinite): {cells}; this flatters the model "
+                            f"that diverges more often")
         for (m, h), n in sorted(diverged.items()):
             notes.setdefault((m, h), []).append(
                 f"{cell_name(m, h)}: {n} diverged trial(s) " + ("kept" if keep_nonfinite else "left out"))
@@ -715,7 +743,36 @@ def build_pools(logs, warnings, keep_nonfinite=False):
         if len(out[(model, hidden)]["signatures"]) > 1:
             notes.setdefault((model, hidden), []).append(
                 f"{cell_name(model, hidden)}: trials from logs of different grid settings or code")
-    return out, notes, missing
+    empty = {}  # cells read whose every trial was left out: no pool, shown as missing
+    for m, h in sorted({key[:2] for key in read} - set(out)):
+        ts = [t for key, t in read.items() if key[:2] == (m, h)]
+        why = Counter("nan accuracy" if not (math.isfinite(t["val_acc"]) and math.isfinite(t["test_acc"])) else
+                      "diverged, --drop-nonfinite" if t["train_loss"] is not None and not math.isfinite(t["train_loss"])
+                      else "other epochs" for t in ts)
+        empty[(m, h)] = f"every one of its {len(ts)} trials left out (" + ", ".join(
+            f"{n} {w}" for w, n in why.most_common()) + ")"
+    if empty:
+        warnings.append(f"{len(empty)} MNIST cell(s) with no trial left, shown as missing: "
+                        + "; ".join(f"{cell_name(*c)}: {why}" for c, why in empty.items()))
+    return out, notes, missing, empty
+
+
+def resampling_work(mnist_logs, gpt_logs, args):
+    """An upper bound on the array elements the resampling of these logs touches with these flags
+    (what time and memory grow with): every search simulated (--bootstrap draws of k trials, or of
+    the whole pool without replacement), the seed bootstrap and the label permutations of every
+    comparison (--resamples x budgets x both pools' trials), the equal-loss bootstrap of every GPT
+    group (--resamples x runs x validation points). Counted from the trial and step lines before
+    the pools are built, so repeated trials count twice: it only has to be of the right size."""
+    cells = Counter((t["model"], t["hidden"]) for log in mnist_logs for t in log["trials"])
+    per_k = sum(args.k) if args.estimator == "dodge" else len(args.k) * max(cells.values(), default=0)
+    work = args.bootstrap * per_k * len(cells)
+    biggest = max(cells.values(), default=0)
+    for n in cells.values():  # each pool is in at most two comparisons (equal size, equal parameters)
+        work += 2 * 2 * args.resamples * len(args.k) * (n + biggest)
+    for log in gpt_logs:
+        work += 2 * args.resamples * sum(1 for s in log["steps"] if s["val_loss"] is not None)
+    return work
 
 
 def curve_ks(n):
@@ -903,9 +960,9 @@ def comparison_notes(c, pools, notes, h_geglu, h_relu, replace):
 def analyse_mnist(logs, args, warnings):
     rng = np.random.default_rng(args.seed)
     replace = args.estimator == "dodge"
-    pools, notes, missing = build_pools(logs, warnings, args.keep_nonfinite)
+    pools, notes, missing, empty = build_pools(logs, warnings, args.keep_nonfinite)
     result = dict(pools=pools, notes=notes, missing=missing, stats={}, curves={}, comparisons=[],
-                  param_match=[], claim=[])
+                  param_match=[], claim=[], empty=empty)
     for key, pool in pools.items():
         result["stats"][key], result["curves"][key] = analyse_pool(pool, args.k, args.bootstrap, rng, replace)
         too_big = [k for k in args.k if k > len(pool["val"])]
@@ -968,6 +1025,8 @@ def interval_bars(ax, x, lo, hi, color):
 
 def plot_mnist(res, args, out):
     pools, stats = res["pools"], res["stats"]
+    if not pools:
+        return []  # every cell had every trial left out: nothing to draw (the warning and tables say so)
     models = sorted({m for m, _ in pools}, key=lambda m: (m != "geglu", m))
     files = []
     for k in args.k:
@@ -1138,6 +1197,12 @@ def gpt_run(log, target_loss, warnings):
     if status not in ("ok", None):
         ended = f"{status} at step {last_step}/{total}"
         warnings.append(f"{name}: the run ended with status:{status} at step {last_step}/{total}; {left_out}")
+    elif not finished and done:  # a done: record, yet no final number: its last validation loss is nan
+        bad_val = bool(val) and not math.isfinite(val[-1]["val_loss"])
+        ended = f"{'non-finite validation loss' if bad_val else 'stopped'} at step {last_step}/{total}"
+        warnings.append(f"{name}: its done: record is there, but " + (
+            f"its last validation loss is {val[-1]['val_loss']} at step {val[-1]['step']} (diverged?)" if bad_val else
+            f"the run stopped at step {last_step}/{total} without a validation at its last step") + f"; {left_out}")
     elif not finished:
         ended = f"stopped at step {last_step}/{total}" + ("" if log["original"] else " (no done: record)")
         warnings.append(f"{name}: " + ("" if log["original"] else "no done: record: ")
@@ -1187,14 +1252,15 @@ def gpt_run(log, target_loss, warnings):
                seed=config.get("seed"), started=parse_time(log["run"].get("started")),
                gpu=log["run"].get("gpu", "?"), world_size=world_size, torch=log["run"].get("torch"),
                cuda=log["env"].get("cuda"), host=log["run"].get("host"), code=log["code"],
-               resumed_from=[r["from_step"] for r in log["resumes"]], resume_changes=changes,
+               resumed_from=[r["from_step"] for r in log["resumes"]], resume_changes=changes, repeat_of=None,
                val_step=np.array([s["step"] for s in val]), val_loss=np.array([s["val_loss"] for s in val]),
                val_time_ms=np.array([s["train_time_ms"] for s in val]),
                val_tokens=np.array([tokens(s) for s in val], float),
                train_step=np.array([s["step"] for s in train]),
                train_loss=np.array([s["train_loss"] for s in train]))
-    run["time_to_target_ms"], run["tokens_to_target"] = time_to_target(
-        run["val_loss"], run["val_time_ms"], run["val_tokens"], target_loss)
+    run["target_loss"] = target_loss
+    run["time_to_target_ms"], run["tokens_to_target"] = (math.nan, math.nan) if target_loss is None else \
+        time_to_target(run["val_loss"], run["val_time_ms"], run["val_tokens"], target_loss)
     return run
 
 
@@ -1208,6 +1274,29 @@ def time_to_target(loss, time_ms, tokens, target):
             return (float(time_ms[i - 1] + frac * (time_ms[i] - time_ms[i - 1])),
                     float(tokens[i - 1] + frac * (tokens[i] - tokens[i - 1])))
     return math.nan, math.nan
+
+
+def fineweb_tokens(log):
+    """Whether a GPT log's run trained and validated on FineWeb's GPT-2 tokens, the data the record's
+    3.28 is a target for: an original modded-nanogpt log (the record's own data), or a config: whose
+    train_files and val_files lie in a fineweb10B folder (where data/cached_fineweb10B.py puts them;
+    data/make_tiny_shards.py names its synthetic shards fineweb_*.bin too, but writes them elsewhere)
+    with a vocab_size that holds GPT-2's tokens. A log that does not say is not taken as FineWeb."""
+    if log["original"]:
+        return True
+    config = log["config"]
+    files = [config.get("train_files"), config.get("val_files")]
+    try:
+        vocab = int(config.get("vocab_size", GPT2_VOCAB))
+    except ValueError:
+        return False
+    return all(f is not None and "fineweb10b" in f.lower().replace("\\", "/").split("/")[:-1] for f in files) and \
+        vocab >= GPT2_VOCAB
+
+
+def run_target(log, args):
+    """The target loss for a log's run: --target-loss when given, else 3.28 on FineWeb tokens, else None."""
+    return args.target_loss if args.target_given or fineweb_tokens(log) else None
 
 
 def mean_sd(x):
@@ -1407,6 +1496,34 @@ def loss_difference(runs, base_runs, axis):
                 base_runs=b - b.mean(axis=0))
 
 
+def independent_runs(g):
+    """A group's finished runs, one per seed: runs of one group (the same config: apart from
+    GPT_REPLICATE_KEYS, on the same GPU model and count) that share their seed are one measurement
+    (the same command run again), so only the first finished one started counts; analyse_gpt
+    marks the others repeat_of and warns."""
+    return [r for r in g["runs"] if r["finished"] and not r.get("repeat_of")]
+
+
+def mark_repeated_seeds(g, warnings):
+    """Marks the runs of group g that repeat a seed of another run (r["repeat_of"]: the file that
+    counts), keeping the first finished one started; one warning per repeated seed."""
+    by_seed = {}
+    for r in g["runs"]:
+        if r["seed"] is not None and not g["original"]:
+            by_seed.setdefault(r["seed"], []).append(r)
+    for seed, rs in by_seed.items():
+        if len(rs) < 2:
+            continue
+        rs.sort(key=lambda r: (not r["finished"], r["started"] is None, r["started"] or 0, r["path"]))
+        for r in rs[1:]:
+            r["repeat_of"] = rs[0]["name"]
+        text = (f"{g['label']}: {len(rs)} runs share seed {seed} and every setting ({', '.join(r['name'] for r in rs)}): "
+                f"one measurement, not {len(rs)} replicates; only {rs[0]['name']} counts (rule: a group's runs with "
+                f"the same seed: in config: are one run, whatever their {', '.join(sorted(GPT_REPLICATE_KEYS - {'seed'}))})")
+        warnings.append(text)
+        g["notes"].append(text)
+
+
 def record_rule(losses, target, alpha):
     """The speedrun's rule for a loss claim: mean final validation loss below the target by a
     one-sided one-sample t-test at p < alpha; and the runs needed at the observed mean and sd."""
@@ -1417,7 +1534,7 @@ def record_rule(losses, target, alpha):
     if not losses:
         verdict = "no finished run"
     elif len(losses) < 2:
-        verdict = "not testable (1 run)"
+        verdict = FEWER_THAN_2
     elif mean >= target:
         verdict = f"fails: mean not below {target}"
     elif p < alpha:
@@ -1432,7 +1549,7 @@ def analyse_gpt(logs, args, warnings):
     rng = np.random.default_rng(args.seed)
     groups, runs = {}, []
     for log in logs:
-        run = gpt_run(log, args.target_loss, warnings)
+        run = gpt_run(log, run_target(log, args), warnings)
         runs.append(run)
         if log["original"]:
             # The public record is the relu2 ModernArch; nothing in the file says so.
@@ -1452,6 +1569,11 @@ def analyse_gpt(logs, args, warnings):
     for g in groups:
         for r in g["runs"]:
             r["label"] = g["label"]
+        mark_repeated_seeds(g, warnings)
+        if g["runs"][0]["target_loss"] is None:
+            c = g["config"]
+            g["notes"].append(f"{g['label']}: not FineWeb GPT-2 tokens (train_files:{c.get('train_files', '?')} "
+                              f"vocab_size:{c.get('vocab_size', '?')}): no target loss; --target-loss sets one")
         done = [r for r in g["runs"] if r["finished"]]
         if len(done) < len(g["runs"]):
             ended = Counter(r["ended"].split(" at ")[0] for r in g["runs"] if not r["finished"])
@@ -1479,9 +1601,11 @@ def analyse_gpt(logs, args, warnings):
 
 def group_row(g, groups, args, warnings, rng):
     """One group's numbers over its finished runs, and its comparison with the relu2 baseline."""
-    runs = [r for r in g["runs"] if r["finished"]]
-    row = dict(label=g["label"], mlp=g["mlp"], setting=g["letter"], runs=len(runs),
-               unfinished_runs=len(g["runs"]) - len(runs), files=[r["path"] for r in g["runs"]],
+    runs = independent_runs(g)
+    repeats = sum(1 for r in g["runs"] if r.get("repeat_of"))
+    row = dict(label=g["label"], mlp=g["mlp"], setting=g["letter"], runs=len(runs), repeated_seed_runs=repeats,
+               unfinished_runs=sum(1 for r in g["runs"] if not r["finished"] and not r.get("repeat_of")),
+               files=[r["path"] for r in g["runs"]],
                original_log=g["original"], gpu=g["runs"][0]["gpu"], world_size=g["runs"][0]["world_size"],
                torch=sorted({str(r["torch"]) for r in g["runs"]}),
                resumed_runs=sum(1 for r in g["runs"] if r["resumed_from"]))
@@ -1495,7 +1619,12 @@ def group_row(g, groups, args, warnings, rng):
     all_reached = bool(runs) and len(reached) == len(runs)  # a mean over the lucky runs only would flatter
     row["time_to_target_ms"] = mean_sd([r["time_to_target_ms"] for r in runs])[0] if all_reached else math.nan
     row["tokens_to_target"] = mean_sd([r["tokens_to_target"] for r in runs])[0] if all_reached else math.nan
-    row["record_rule"] = record_rule([r["final_val_loss"] for r in runs], args.target_loss, args.record_alpha)
+    row["target_loss"] = g["runs"][0]["target_loss"]  # the data is part of the configuration: one per group
+    if row["target_loss"] is None:
+        row["record_rule"] = dict(record_rule([], math.nan, args.record_alpha), n=len(runs), verdict=NO_TARGET)
+        row["record_rule"]["mean"], row["record_rule"]["sd"] = mean_sd([r["final_val_loss"] for r in runs])
+    else:
+        row["record_rule"] = record_rule([r["final_val_loss"] for r in runs], row["target_loss"], args.record_alpha)
     notes = []  # about the comparison with the baseline; the group's own are in g["notes"]
     base, differs = None, []
     relu2 = [o for o in groups if o["mlp"] == "relu2" and not o["original"]]
@@ -1512,12 +1641,13 @@ def group_row(g, groups, args, warnings, rng):
                             f"compared with {base['label']}, which also differs in {', '.join(differs)}")
             notes.append(f"{g['label']}: its baseline {base['label']} also differs in {', '.join(differs)}")
     row["baseline"] = base["label"] if base else None
+    row["baseline_runs"] = len(independent_runs(base)) if base else 0
     row["baseline_also_differs_in"] = differs
     row["step_avg_change_pct"] = row["final_val_loss_change"] = row["peak_memory_change_pct"] = math.nan
     row["step_avg_p_value"] = row["final_val_loss_p_value"] = math.nan
     row["same_machine"], row["machine_differences"], row["interleaving"], row["equal_loss"] = None, [], None, None
     if base:
-        base_runs = [r for r in base["runs"] if r["finished"]]
+        base_runs = independent_runs(base)
         bm = mean_sd([r["step_avg_ms"] for r in base_runs])[0]
         row["step_avg_change_pct"] = 100 * (row["step_avg_ms_mean"] / bm - 1)
         row["final_val_loss_change"] = row["final_val_loss_mean"] - mean_sd(
@@ -1724,7 +1854,8 @@ def plot_train_loss(groups, colors, out):
                  f"Training loss: faint every step, solid a centred moving average over "
                  f"{'/'.join(map(str, sorted(windows)))} steps (1/50 of the run)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
-    ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
+    if ax.get_legend_handles_labels()[0]:  # none when every run was killed before its first step
+        ax.legend(fontsize=8, ncol=1 if len(groups) <= 8 else 2)
     values = np.concatenate(late) if late else np.array([])
     if len(values):
         lo, hi = values.min(), values.max()
@@ -1932,7 +2063,9 @@ def mnist_markdown(res, args):
            noted_table(["model", "hidden", "params", "trials", "seeds", "best val", "test of best val"],
                        [[model_name(m), h, fmt(p["params"], ".0f"), len(p["val"]), len(set(p["seed"])),
                          fmt(p["val"].max()), fmt(p["test"][np.argmax(p["val"])])]
-                        for (m, h), p in pools.items()], [notes.get(key, []) for key in pools]), "",
+                        for (m, h), p in pools.items()]
+                       + [[model_name(m), h, "", f"missing: {why}", "", "", ""] for (m, h), why in res["empty"].items()],
+                       [notes.get(key, []) for key in list(pools) + list(res["empty"])]), "",
            f"Best of k by validation accuracy, test accuracy of the selected trial: exact expectation "
            f"± sd ({estimator_name(args)}), the central 68% of a search's outcomes (16th-84th percentile), "
            f"and {args.bootstrap} simulated searches (mean ± sd); expected best validation accuracy beside it:", "",
@@ -1957,6 +2090,11 @@ def mnist_markdown(res, args):
                                   {True: "agrees with claim", False: "disagrees with claim"}.get(
                                       c["agrees_with_claim"], "n/a")]
                                  for c in res["claim"]], [c["notes"] for c in res["claim"]])]
+    # a hidden size one model has and the other lost entirely: said, not dropped in silence
+    uncompared = sorted({h for m, h in res["empty"]} & {h for m, h in list(pools) + list(res["empty"])} - set(res["hidden"]))
+    if uncompared:
+        out += ["", "Not compared (a model's every trial at this size left out, see the pool table): "
+                + ", ".join(f"h={h}" for h in uncompared)]
     if res["param_match"]:
         out += ["", "Equal parameter count (each ReLU size against the GeGLU size with the closest "
                 f"parameter count, within {PARAM_MATCH_TOLERANCE:.0%}; Holm over this table):", "",
@@ -1984,24 +2122,30 @@ def pct(x):
 
 def gpt_markdown(res, args):
     rows, L = res["rows"], args.target_loss
-    group_rows = [[r["label"], f"{r['runs']}" + (f" (+{r['unfinished_runs']} unfinished)" if r["unfinished_runs"] else ""),
+    if not args.target_given:  # 3.28 is FineWeb's: the columns say where it does not apply
+        L = f"{L} (FineWeb GPT-2 tokens only)"
+    sd = lambda r, x, spec: fmt(x, spec) if r["runs"] > 1 else FEWER_THAN_2  # one seed: no spread to report
+    group_rows = [[r["label"], f"{r['runs']}" + (f" (+{r['unfinished_runs']} unfinished)" if r["unfinished_runs"] else "")
+                   + (f" (+{r['repeated_seed_runs']} repeating a seed)" if r["repeated_seed_runs"] else ""),
                    "unknown" if r["gpu"] == "?" else ("CPU" if r["gpu"] == "none" else r["gpu"]) + f" x {r['world_size']}",
-                   f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {fmt(r['step_avg_ms_sd'], '.2f')}",
-                   f"{fmt(r['final_val_loss_mean'])} ± {fmt(r['final_val_loss_sd'])}",
+                   f"{fmt(r['step_avg_ms_mean'], '.2f')} ± {sd(r, r['step_avg_ms_sd'], '.2f')}",
+                   f"{fmt(r['final_val_loss_mean'])} ± {sd(r, r['final_val_loss_sd'], '.4f')}",
                    fmt(r["peak_memory_mib"], ".0f") + (f" ± {fmt(r['peak_memory_mib_sd'], '.0f')}" if r["runs"] > 1 else "")
                    + (" (rss)" if r["peak_memory_kind"] == "max_rss" else ""),
                    fmt(r["tokens"], ",.0f"),
                    f"{fmt(r['time_to_target_ms'] / 1000, '.1f', 'not reached' if r['runs'] else 'n/a')}"
-                   + ("" if math.isnan(r["time_to_target_ms"]) else " s"),
-                   fmt(r["tokens_to_target"], ",.0f", "not reached" if r["runs"] else "n/a")] for r in rows]
+                   + ("" if math.isnan(r["time_to_target_ms"]) else " s") if r["target_loss"] is not None else NO_TARGET,
+                   fmt(r["tokens_to_target"], ",.0f", "not reached" if r["runs"] else "n/a")
+                   if r["target_loss"] is not None else NO_TARGET] for r in rows]
     out = ["## GPT", "",
-           f"Per configuration (runs differing only by seed are replicates; unfinished runs are left out of "
-           f"the numbers): mean ± sd over the finished runs; peak memory is CUDA's allocated peak, or the "
+           f"Per configuration (runs differing only by seed are replicates, runs sharing a seed one measurement; "
+           f"unfinished runs are left out of the numbers): mean ± sd over the finished runs; peak memory is CUDA's allocated peak, or the "
            f"process's max_rss on a CPU (rss); time and tokens to validation loss {L} are interpolated "
            f"between validation points, 'not reached' unless every run reached it:", "",
            noted_table(["group", "runs", "GPU x n", "step_avg ms", "final val loss", "peak MiB", "tokens",
                         f"time to {L}", f"tokens to {L}"], group_rows, [r["group_notes"] for r in rows])]
     compared = [r for r in rows if r["baseline"]]
+    welch_p = lambda r, key: fmt(r[key], ".2g") if min(r["runs"], r["baseline_runs"]) > 1 else FEWER_THAN_2
     if compared:
         out += ["", "Against the relu2 group of the same configuration: change of the means, Welch t-test "
                 "p-values (two-sided) on step_avg and on the final validation loss; whether both ran on the "
@@ -2009,8 +2153,8 @@ def gpt_markdown(res, args):
                 "like), and the order the runs were started in (c: this group, b: the baseline):", "",
                 noted_table(["group", "baseline", "Δ step_avg", "p", "Δ final loss", "p (loss)", "Δ memory",
                              "same GPU and software", "run order"],
-                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), fmt(r["step_avg_p_value"], ".2g"),
-                              fmt(r["final_val_loss_change"], "+.4f", ""), fmt(r["final_val_loss_p_value"], ".2g"),
+                            [[r["label"], r["baseline"], pct(r["step_avg_change_pct"]), welch_p(r, "step_avg_p_value"),
+                              fmt(r["final_val_loss_change"], "+.4f", ""), welch_p(r, "final_val_loss_p_value"),
                               pct(r["peak_memory_change_pct"]),
                               "yes" if r["same_machine"] else "no: " + "; ".join(r["machine_differences"]),
                               r["interleaving"]["verdict"] + (f" ({r['interleaving']['order']})"
@@ -2037,9 +2181,11 @@ def gpt_markdown(res, args):
             f"calculation: at that number a new set of runs passes about half the time):", "",
             markdown_table(["group", "runs", "mean ± sd", "t", "p (one-sided)", "verdict", "runs needed",
                             "more runs"],
-                           [[r["label"], q["n"], f"{fmt(q['mean'])} ± {fmt(q['sd'])}", fmt(q["t"], ".2f"),
-                             fmt(q["p_value"], ".2g"), q["verdict"], fmt(q["runs_needed"], "d"),
-                             fmt(q["more_runs_needed"], "d")] for r in rows for q in [r["record_rule"]]])]
+                           [[r["label"], q["n"], f"{fmt(q['mean'])} ± {sd(r, q['sd'], '.4f')}"] + (
+                               [NO_TARGET] * 5 if r["target_loss"] is None else
+                               [fmt(q["t"], ".2f"), fmt(q["p_value"], ".2g"), q["verdict"], fmt(q["runs_needed"], "d"),
+                                fmt(q["more_runs_needed"], "d")] if q["n"] > 1 else [FEWER_THAN_2] * 5)
+                            for r in rows for q in [r["record_rule"]]])]
     if len(res["settings"]) > 1 or any(r["original_log"] for r in rows):
         settings = {letter: dict(setting) for setting, letter in res["settings"].items()}
         differ = sorted(k for k in set().union(*settings.values()) if len({str(s.get(k)) for s in settings.values()}) > 1)
@@ -2052,7 +2198,9 @@ def gpt_markdown(res, args):
             key_rows.append([g["label"], g["mlp"], g["letter"] or "", what])
         out += ["", "Key: what tells the groups apart (the config: keys that differ between settings; a "
                 "setting is everything but the MLP):", "", markdown_table(["group", "mlp", "setting", "settings"], key_rows)]
-    run_rows = [[r["name"], r["label"], fmt(r["seed"], "", "?"), r["ended"], f"{r['last_step']}/{r['total']}",
+    run_rows = [[r["name"], r["label"], fmt(r["seed"], "", "?"),
+                 r["ended"] + (f" (repeats the seed of {r['repeat_of']}: not counted)" if r["repeat_of"] else ""),
+                 f"{r['last_step']}/{r['total']}",
                  fmt(r["final_val_loss"]) if r["finished"] else
                  (f"{fmt(r['last_val_loss'])} at step {r['last_val_step']} (not final)" if r["last_val_step"] is not None else "n/a"),
                  fmt(r["last_step_avg_ms"], ".2f"), f"{r['started']:%Y-%m-%d %H:%M:%S}" if r["started"] else "?",
@@ -2086,7 +2234,7 @@ def jsonable(x):
 RUN_JSON_KEYS = ("path", "label", "seed", "finished", "status", "ended", "last_step", "total", "final_val_loss",
                  "last_val_loss", "last_val_step", "step_avg_ms", "last_step_avg_ms", "peak_memory_mib",
                  "peak_memory_kind", "tokens", "time_to_target_ms", "tokens_to_target", "started", "gpu",
-                 "world_size", "torch", "cuda", "host", "code", "resumed_from", "resume_changes")
+                 "world_size", "torch", "cuda", "host", "code", "resumed_from", "resume_changes", "repeat_of")
 
 
 def summary_json(mnist, gpt, args, files, warnings):
@@ -2109,6 +2257,7 @@ def summary_json(mnist, gpt, args, files, warnings):
         summary["mnist_claim_check"] = mnist["claim"]
         summary["mnist_param_match_comparisons"] = cells(mnist["param_match"])
         summary["mnist_missing_trials"] = mnist["missing"]
+        summary["mnist_empty_cells"] = [dict(model=m, hidden=h, why=why) for (m, h), why in mnist["empty"].items()]
     if gpt:
         summary["gpt"] = gpt["rows"]
         summary["gpt_runs"] = [{k: r[k] for k in RUN_JSON_KEYS} for r in gpt["runs"]]
@@ -2192,27 +2341,39 @@ def main(argv=None):
     parser.add_argument("--estimator", choices=("dodge", "tang"), default="dodge",
                         help="expected best-of-k: dodge (k draws with replacement, Dodge et al. 2019) or "
                              "tang (k distinct trials, unbiased, Tang et al. 2020)")
-    parser.add_argument("--keep-nonfinite", action="store_true",
-                        help="keep MNIST trials whose train_loss is nan or inf (diverged) in the pool")
+    parser.add_argument("--drop-nonfinite", action="store_true",
+                        help="leave MNIST trials whose train_loss is nan or inf (diverged) out of the pool "
+                             "(default: they stay in with the accuracy they reached, as a search that drew "
+                             "them would have paid for them; the notes count them either way)")
     parser.add_argument("--seed", type=seed_value, default=0, help="seed of the random number generator")
-    parser.add_argument("--target-loss", type=finite_positive, default=3.28,
-                        help="GPT validation loss target (time/tokens to target, record rule)")
+    parser.add_argument("--target-loss", type=finite_positive, default=None,
+                        help="GPT validation loss target (time/tokens to target, record rule) for every run; "
+                             "default: the record's 3.28, for runs on FineWeb GPT-2 tokens only (train_files and "
+                             "val_files in a fineweb10B folder, vocab_size 50257 or more); other data gets "
+                             "'n/a (no target for this data)'")
     parser.add_argument("--record-alpha", type=probability, default=0.01,
                         help="p-value the record rule's one-sided t-test must beat")
     parser.add_argument("--no-figures", action="store_true", help="tables only (summary.md, summary.json)")
     args = parser.parse_args(argv)
     args.k = sorted(set(args.k))
+    args.keep_nonfinite = not args.drop_nonfinite
+    args.target_given = args.target_loss is not None
+    args.target_loss = args.target_loss if args.target_given else RECORD_TARGET_LOSS
 
     try:
         files = find_logs(args.inputs) if args.inputs else find_logs(["logs"], skip=["logs/reference"])
     except FileNotFoundError as e:
         print(f"analyze.py: error: {e}", file=sys.stderr)
         return 2
-    warnings, logs = [], []
+    warnings, logs, unparsed = [], [], 0
     for path in files:
         log = parse_log(path)
+        unparsed += log["n_bad"]
         if log["n_bad"]:
-            warnings.append(f"{path}: skipped {log['n_bad']} record line(s) that do not parse")
+            i, why, text = log["bad_lines"][0]
+            more = f" (and {log['n_bad'] - 1} more)" if log["n_bad"] > 1 else ""
+            warnings.append(f"{path}: skipped {log['n_bad']} record line(s) that do not parse: line {i}{more}: "
+                            f"{why}: {text[:60]!r}{'...' * (len(text) > 60)}")
         if log["cut_line"] is not None:
             warnings.append(f"{path}: its last line is cut off (killed while writing it?), skipped: "
                             f"{log['cut_line'][:80]!r}")
@@ -2230,20 +2391,42 @@ def main(argv=None):
         why = "; ".join(w.replace(", skipped", "") for w in warnings[:3]) + ("; ..." if len(warnings) > 3 else "")
         found = (f"no log files (*.txt) in {where}" if not files else
                  f"no records in the {len(files)} log file(s) in {where} ({why})")
-        print(f"analyze.py: error: {found}; run a training script first "
-              f"(python train_mnist_ffn.py) or pass log files", file=sys.stderr)
+        # records that are there but do not parse want fixing, not a new run
+        what = ("fix or remove the lines named" if unparsed else
+                "run a training script first (python train_mnist_ffn.py) or pass log files")
+        print(f"analyze.py: error: {found}; {what}", file=sys.stderr)
         return 2
 
+    mnist_logs = [l for l in logs if l["kind"] == "mnist"]
+    gpt_logs = [l for l in logs if l["kind"] == "gpt"]
+    work = resampling_work(mnist_logs, gpt_logs, args)
+    if work > MAX_WORK:  # refused before any of it is done
+        print(f"analyze.py: error: --k {','.join(map(str, args.k))} --bootstrap {args.bootstrap} --resamples "
+              f"{args.resamples} on these logs is about {work:.1e} array elements of resampling, above the "
+              f"{MAX_WORK:.0e} that keep a run within a few minutes; lower --resamples or --bootstrap (defaults: --k 2,4,8 "
+              f"--bootstrap 50 --resamples 2000; intervals and p-values settle within a few thousand)", file=sys.stderr)
+        return 2
     out = Path(args.out)
     made = not out.exists()
+    if out.exists() and not out.is_dir():
+        print(f"analyze.py: error: --out {args.out} is a file, not a folder; give a folder", file=sys.stderr)
+        return 2
     try:  # before the analysis, so that a typo in --out costs nothing
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         print(f"analyze.py: error: --out {args.out}: cannot make that folder ({e.strerror or e}); "
               "give a folder you can write to", file=sys.stderr)
         return 2
-    mnist_logs = [l for l in logs if l["kind"] == "mnist"]
-    gpt_logs = [l for l in logs if l["kind"] == "gpt"]
+    probe = out / ".analyze-write-check"  # a folder that exists can still refuse files: read-only file
+    try:  # system, immutable (chattr +i), another user's
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        print(f"analyze.py: error: --out {args.out}: cannot write files there ({e.strerror or e}); "
+              "give a folder you can write to", file=sys.stderr)
+        if made:
+            out.rmdir()
+        return 2
     try:
         mnist = analyse_mnist(mnist_logs, args, warnings) if mnist_logs else None
         gpt = analyse_gpt(gpt_logs, args, warnings) if gpt_logs else None
@@ -2257,6 +2440,10 @@ def main(argv=None):
         if made and not any(out.iterdir()):
             out.rmdir()  # nothing written
         return 2
+    except OSError as e:  # a figure's file: the disk filled up, the folder was made read-only meanwhile
+        print(f"analyze.py: error: --out {args.out}: cannot write {e.filename or 'a figure'} ({e.strerror or e})",
+              file=sys.stderr)
+        return 2
 
     parts = ["# Summary", "", "Logs: " + ", ".join(l["path"] for l in logs)]
     if warnings:  # first, so that nobody reads a table without them
@@ -2266,12 +2453,16 @@ def main(argv=None):
         parts += ["", mnist_markdown(mnist, args)]
     if gpt:
         parts += ["", gpt_markdown(gpt, args)]
-    parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none (--no-figures)")]
+    parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none" + " (--no-figures)" * args.no_figures)]
     text = "\n".join(parts) + "\n"
-    (out / "summary.md").write_text(text)
     summary = summary_json(mnist, gpt, args, [l["path"] for l in logs], warnings)
     summary["figures"] = figures
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    try:
+        (out / "summary.md").write_text(text)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    except OSError as e:
+        print(f"analyze.py: error: --out {args.out}: cannot write {e.filename} ({e.strerror or e})", file=sys.stderr)
+        return 2
     print(text)
     for w in warnings:  # last on screen too, where a terminal shows them after the tables
         print(f"warning: {w}", file=sys.stderr)

@@ -5,6 +5,8 @@ import argparse
 import itertools
 import json
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,11 @@ RECORD_STEPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 FAKE_SOURCE = ["'''Example log lines:", "trial: model:relu hidden:2 batch_size:8 lr:0.1 seed:0 epochs:1 "
                "params:1588 train_loss:9 val_acc:0.99 test_acc:0.99 time:1s",
                "step:9/9 val_loss:0.1 train_time:1ms step_avg:1ms tokens:9", "'''", "python 3.11"]
+
+
+# Where train_gpt.py's FineWeb runs read their data: the record's 3.28 target applies to them only
+FINEWEB_FILES = ("vocab_size:50304 train_files:data/fineweb10B/fineweb_train_*.bin "
+                 "val_files:data/fineweb10B/fineweb_val_*.bin")
 
 
 def write_log(path, run_line, records, source=FAKE_SOURCE):
@@ -356,7 +363,7 @@ def synthetic_mnist(path, seeds=8):
 def synthetic_gpt(path, mlp, seed, step_avg, final_loss, peak, done=True):
     hidden = 3072 if mlp == "relu2" else 1536
     config = (f"config: mlp:{mlp} n_layer:12 n_head:6 n_embd:768 mlp_hidden:{hidden} params:{hidden * 1000} "
-              f"seq_len:1024 batch_size:512 num_iterations:1000 val_every:100 seed:{seed} compile:1 "
+              f"seq_len:1024 batch_size:512 num_iterations:1000 val_every:100 seed:{seed} compile:1 {FINEWEB_FILES} "
               f"muon_params:{24 if mlp == 'relu2' else 36} world_size:8")  # muon_params follows the MLP
     lines = [config]
     for step in range(0, 1001):
@@ -530,7 +537,7 @@ def gpt_log(path, mlp="relu2", seed=0, final_loss=3.27, step_avg=100.0, started=
     tau = steps / 6.67
     loss = lambda s: final_loss + 8 * (math.exp(-s / tau) - math.exp(-steps / tau))
     config = (f"config: mlp:{mlp} n_layer:{n_layer} n_head:6 n_embd:768 mlp_hidden:{hidden} params:{hidden * 1000} "
-              f"seq_len:1024 batch_size:512 num_iterations:{steps} val_every:{val_every} seed:{seed} compile:1 "
+              f"seq_len:1024 batch_size:512 num_iterations:{steps} val_every:{val_every} seed:{seed} compile:1 {FINEWEB_FILES} "
               f"muon_params:72 muon_matrices:{72 if mlp == 'relu2' else 84} world_size:{world_size}")
 
     def step_lines(s, wrong=0.0):
@@ -676,7 +683,7 @@ def test_scenario_too_few_runs(gpt_scenario_run):
     assert swiglu["runs"] == relu["runs"] == 1
     assert swiglu["step_avg_change_pct"] == pytest.approx(-8.0)
     assert swiglu["step_avg_p_value"] is None and swiglu["final_val_loss_p_value"] is None
-    assert relu["record_rule"]["verdict"] == "not testable (1 run)" and relu["record_rule"]["runs_needed"] is None
+    assert relu["record_rule"]["verdict"] == analyze.FEWER_THAN_2 and relu["record_rule"]["runs_needed"] is None
     assert swiglu["equal_loss"]["delta_steps_ci95"] == [None, None]  # no seeds to resample
     assert swiglu["interleaving"]["verdict"] == "interleaved"  # b c: as interleaved as one run a side can be
 
@@ -698,13 +705,13 @@ def test_too_few_runs_three_against_one(tmp_path):
     # n = 15: t = 2.582 < 2.624 (df 14, one-sided 1%); n = 16: t = 2.667 > 2.602 (df 15)
     assert (rule["runs_needed"], rule["more_runs_needed"]) == (16, 13)
     swiglu = rows["swiglu_thin"]
-    assert swiglu["record_rule"]["verdict"] == "not testable (1 run)"
+    assert swiglu["record_rule"]["verdict"] == analyze.FEWER_THAN_2
     assert swiglu["step_avg_p_value"] is None and swiglu["final_val_loss_p_value"] is None
     e = swiglu["equal_loss"]  # a point estimate, but no interval: one run says nothing of its seed spread
     assert e["delta_steps"] > 0 and e["delta_steps_ci95"] == [None, None] and e["delta_time_ms_ci95"] == [None, None]
     md = (tmp_path / "out" / "summary.md").read_text()
     line = next(l for l in md.splitlines() if l.startswith("| swiglu_thin | relu2 | -"))
-    assert line.split(" | ")[3] == "n/a" and line.split(" | ")[5] == "n/a"  # the Welch p cells say so
+    assert line.split(" | ")[3] == line.split(" | ")[5] == analyze.FEWER_THAN_2  # the Welch p cells say why
 
 
 def test_scenario_not_interleaved(gpt_scenario_run):
@@ -759,7 +766,7 @@ def test_scenario_tables_in_summary_md(gpt_scenario_run):
     swiglu, _ = scenario(groups, summary, "l8")
     line = next(l for l in md.splitlines() if l.startswith(f"| {swiglu['label']} | {swiglu['baseline']} | +"))
     assert "| no: gpu A100 vs H100 |" in line and line.rstrip().endswith("|") and "[" in line.split("|")[-2]
-    assert "Record rule (modded-nanogpt)" in md and "| passes |" in md and "| not testable (1 run) |" in md
+    assert "Record rule (modded-nanogpt)" in md and "| passes |" in md and "| n/a: fewer than 2 independent runs |" in md
     assert "At equal loss" in md and md.count("| interleaved (bcbcbcbcbc) |") == 1  # L12's five pairs
 
 
@@ -897,7 +904,7 @@ def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
     gpt_log(tmp_path / "c.txt", seed=2, started=hours(2), torch="2.12.0")
     warnings = []
     res = analyze.analyse_gpt([analyze.parse_log(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")],
-                              argparse.Namespace(target_loss=3.28, record_alpha=0.01, resamples=10, seed=0), warnings)
+                              argparse.Namespace(target_loss=3.28, target_given=False, record_alpha=0.01, resamples=10, seed=0), warnings)
     assert len(res["rows"]) == 1 and res["rows"][0]["runs"] == 3  # still replicates: same config
     assert any("different software (torch)" in w for w in warnings)
     assert any("different code" in w and "2 versions" in w for w in warnings)
@@ -985,21 +992,89 @@ def test_interrupted_mnist_run_is_warned_with_the_resume_command(tmp_path):
     assert notes[2] == [] and notes[4] == ["FFN_ReLU h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
 
 
-def test_nonfinite_trials_left_out_by_default_and_kept_on_request(tmp_path):
-    """--lrs inf trains to train_loss:nan at chance accuracy: such trials leave the pool (a cell of
-    16 trials would otherwise grow to 20) unless --keep-nonfinite."""
+def test_nonfinite_trials_kept_by_default_and_left_out_on_request(tmp_path):
+    """--lrs inf trains to train_loss:nan at chance accuracy: a search that draws such a setting pays
+    for it, so the trials stay in the pool (a cell of 16 trials grows to 20) unless --drop-nonfinite;
+    the warning and the notes count them either way."""
     path = mnist_log(tmp_path / "m.txt", lrs=(0.1, 0.01, 0.001, 0.0001, math.inf))
     summary, md = run_main(tmp_path, path)
-    assert summary["mnist"]["relu"]["2"]["trials"] == 16
-    assert any(w.startswith("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) left out of the pool: "
-                            "FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --keep-nonfinite")
-               for w in summary["warnings"])
-    assert all("4 diverged trial(s) left out" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
-    kept, _ = run_main(tmp_path, path, flags=["--keep-nonfinite"])
-    assert kept["mnist"]["relu"]["2"]["trials"] == 20 and kept["settings"]["keep_nonfinite"] is True
-    assert any("kept in the pool (--keep-nonfinite)" in w for w in kept["warnings"])
-    # the kept chance-level trials lower the expected best of 2
-    assert kept["mnist"]["relu"]["2"]["2"]["expected_test"] < summary["mnist"]["relu"]["2"]["2"]["expected_test"]
+    assert summary["mnist"]["relu"]["2"]["trials"] == 20 and summary["settings"]["keep_nonfinite"] is True
+    assert ("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) kept in the pool with the accuracy "
+            "they reached (a search that draws a diverging setting pays for it): FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, "
+            "FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --drop-nonfinite leaves them out") in summary["warnings"]
+    assert all("4 diverged trial(s) kept" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
+    # the diverged draws cost the search: best-of-2 is lower with them than without
+    dropped, _ = run_main(tmp_path, path, flags=["--drop-nonfinite"])
+    assert dropped["mnist"]["relu"]["2"]["trials"] == 16 and dropped["settings"]["keep_nonfinite"] is False
+    assert any(w.startswith("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) left out of the "
+                            "pool (--drop-nonfinite)") for w in dropped["warnings"])
+    assert all("4 diverged trial(s) left out" in " ".join(c["notes"]) for c in dropped["mnist_comparisons"])
+    assert summary["mnist"]["relu"]["2"]["2"]["expected_test"] < dropped["mnist"]["relu"]["2"]["2"]["expected_test"]
+
+
+def nonfinite_run(tmp_path, path, *flags):
+    """analyze.main with figures, any warning (matplotlib's too) an error: (summary, summary.md)."""
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analyze.main([str(path), "--out", str(out), "--k", "2", "--resamples", "100", "--bootstrap", "10",
+                             *flags]) == 0
+    return json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+
+
+def test_every_trial_nonfinite_or_nan_is_no_traceback(tmp_path):
+    """A grid whose every trial diverged (train_loss nan, chance accuracy, as --lrs inf trains): kept,
+    it is a pool at chance; left out (--drop-nonfinite), or with every test_acc nan, every cell is
+    missing: one warning names them, the pool table says 'missing', no figure, no traceback."""
+    path = mnist_log(tmp_path / "m.txt", lrs=(math.inf,))
+    summary, md = nonfinite_run(tmp_path, path)
+    assert summary["mnist"]["relu"]["2"]["trials"] == 4 and summary["mnist"]["relu"]["2"]["2"]["expected_test"] < 0.2
+    assert summary["mnist_empty_cells"] == [] and summary["figures"]
+    summary, md = nonfinite_run(tmp_path, path, "--drop-nonfinite")
+    assert "mnist" not in summary or summary["mnist"] == {}
+    empty = [w for w in summary["warnings"] if "with no trial left" in w]
+    assert empty == ["4 MNIST cell(s) with no trial left, shown as missing: FFN_GeGLU h=2: every one of its 4 trials "
+                     "left out (4 diverged, --drop-nonfinite); FFN_GeGLU h=4: every one of its 4 trials left out (4 "
+                     "diverged, --drop-nonfinite); FFN_ReLU h=2: every one of its 4 trials left out (4 diverged, "
+                     "--drop-nonfinite); FFN_ReLU h=4: every one of its 4 trials left out (4 diverged, --drop-nonfinite)"]
+    assert len(summary["mnist_empty_cells"]) == 4 and summary["figures"] == []
+    assert "| FFN_ReLU | 2 |  | missing: every one of its 4 trials left out (4 diverged, --drop-nonfinite) |" in md
+    assert "Not compared (a model's every trial at this size left out, see the pool table): h=2, h=4" in md
+    nan_test = tmp_path / "nan_test.txt"
+    nan_test.write_text(re.sub(r"test_acc:[0-9.]+", "test_acc:nan", mnist_log(tmp_path / "m2.txt").read_text()))
+    summary, md = nonfinite_run(tmp_path, nan_test)
+    assert "64 MNIST trials with a nan (non-finite) accuracy left out of the pool: they cannot be ranked" in summary["warnings"]
+    assert any(w.startswith("4 MNIST cell(s) with no trial left") and "(16 nan accuracy)" in w for w in summary["warnings"])
+
+
+def test_one_model_missing_at_a_size_is_said_and_the_rest_compared(tmp_path):
+    """GeGLU h=2 lost every trial (nan accuracies): ReLU h=2 keeps its pool, h=4 is compared, h=2 is
+    named as not compared, and the figures are drawn without it."""
+    path = mnist_log(tmp_path / "m.txt")
+    path.write_text("\n".join(re.sub(r"val_acc:[0-9.]+", "val_acc:nan", line) if line.startswith(
+        "trial: model:geglu hidden:2 ") else line for line in path.read_text().splitlines()) + "\n")
+    summary, md = nonfinite_run(tmp_path, path)
+    assert {c["hidden"] for c in summary["mnist_comparisons"]} == {4} and summary["mnist"]["relu"]["2"]["trials"] == 16
+    assert summary["mnist_empty_cells"] == [dict(model="geglu", hidden=2, why="every one of its 16 trials left out "
+                                                 "(16 nan accuracy)")]
+    assert "Not compared (a model's every trial at this size left out, see the pool table): h=2" in md
+    assert len([w for w in summary["warnings"] if "with no trial left" in w]) == 1 and summary["figures"]
+
+
+@pytest.mark.slow
+def test_real_run_whose_every_trial_diverges(tmp_path, mnist_dir, repo_root):
+    """A real `train_mnist_ffn.py --lrs 1e30` run: every train_loss nan."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(repo_root / "train_mnist_ffn.py"), "--lrs", "1e30", "--hidden", "2",
+                    "--batch-sizes", "64", "--seeds", "2", "--train-limit", "512", "--workers", "1",
+                    "--data-dir", str(mnist_dir), "--log-dir", str(tmp_path / "logs")], check=True, capture_output=True)
+    (log,) = (tmp_path / "logs").glob("mnist-*.txt")
+    assert log.read_text().count("train_loss:nan") == 4
+    summary, _ = nonfinite_run(tmp_path, log)
+    assert summary["mnist"]["relu"]["2"]["trials"] == 2 and any("kept in the pool" in w for w in summary["warnings"])
+    summary, md = nonfinite_run(tmp_path, log, "--drop-nonfinite")
+    assert len(summary["mnist_empty_cells"]) == 2 and "missing: every one of its 2 trials left out" in md
 
 
 def test_logs_of_different_grids_or_code_pooled_are_warned(tmp_path):
@@ -1277,16 +1352,6 @@ def test_loss_ticks_label_the_final_losses():
     assert analyze.loss_ticks(3.25, 3.6)[:3] == [3.25, 3.3, 3.35]
 
 
-def refuses_huge_allocations():
-    """Whether asking for an 8 TB array fails at once here (MemoryError): Linux's heuristic (0) and
-    strict (2) overcommit refuse it; with 1 (always) or elsewhere it could be handed out and then
-    filled until the machine runs out of memory, so such a case is not run there."""
-    try:
-        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() in ("0", "2")
-    except OSError:
-        return False
-
-
 def test_bad_flag_values_get_one_line(tmp_path, capsys):
     too_big = [["--k", str(10**20)], ["--k", f"2,{10**13}"], ["--k", str(10**6 + 1)], ["--bootstrap", str(10**20)],
                ["--resamples", str(10**20)], ["--resamples", str(10**13)]]  # above MAX_COUNT, refused as parsed
@@ -1301,12 +1366,173 @@ def test_bad_flag_values_get_one_line(tmp_path, capsys):
     # (each within its maximum: 10**6 searches of 10**6 draws are 8 TB of trial indices)
     synthetic_mnist(tmp_path / "mnist.txt")
     (tmp_path / "a_file").write_text("not a folder")
-    huge = [(["--k", str(10**6), "--bootstrap", str(10**6)],
-             f"out of memory with --k {10**6} --bootstrap {10**6} --resamples 2000; lower them")]
-    for flags, words in [(["--out", str(tmp_path / "a_file" / "plots")], "cannot make that folder")] + (
-            huge if refuses_huge_allocations() else []):
+    huge = [(["--k", str(10**6), "--bootstrap", str(10**6)], f"--k {10**6} --bootstrap {10**6} --resamples 2000 "
+             f"on these logs is about 6.0e+12 array elements of resampling, above the 2e+09"),
+            (["--bootstrap", str(10**6), "--resamples", str(10**6)], "--k 2,4,8 --bootstrap 1000000 --resamples 1000000 "
+             "on these logs is about 9.3e+09 array elements")]  # each flag within its maximum, together hours
+    for flags, words in [(["--out", str(tmp_path / "a_file" / "plots")], "cannot make that folder")] + huge:
         out = ["--out", str(tmp_path / "plots")] if flags[0] != "--out" else []
         assert analyze.main([str(tmp_path / "mnist.txt"), "--no-figures"] + out + flags) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and err.startswith("analyze.py: error: ") and words in err, err
         assert not (tmp_path / "plots").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs that cannot carry a confident answer (issue 21)
+
+def test_runs_that_share_a_seed_are_one_measurement(tmp_path, capsys):
+    """The same command run twice (seed 0 both times, same loss) used to give sd 0, t = -inf, p = 0
+    and 'passes'. It is one measurement: n = 1, and nothing that needs a spread is given."""
+    gpt_log(tmp_path / "a.txt", seed=0, final_loss=3.27, started=hours(0))
+    gpt_log(tmp_path / "b.txt", seed=0, final_loss=3.27, started=hours(1))
+    summary, md = run_main(tmp_path, tmp_path / "a.txt", tmp_path / "b.txt")
+    (row,) = summary["gpt"]
+    assert row["runs"] == 1 and row["repeated_seed_runs"] == 1 and row["final_val_loss_sd"] is None
+    rule = row["record_rule"]
+    assert rule["verdict"] == analyze.FEWER_THAN_2 and rule["t"] is None and rule["p_value"] is None
+    assert rule["runs_needed"] is None
+    assert ("relu2: 2 runs share seed 0 and every setting (a.txt, b.txt): one measurement, not 2 replicates; only "
+            "a.txt counts (rule: a group's runs with the same seed: in config: are one run, whatever their host, id, "
+            "log_dir, save_every, started)") in summary["warnings"]
+    assert [r["repeat_of"] for r in summary["gpt_runs"]] == [None, "a.txt"]
+    assert "| relu2 | 1 (+1 repeating a seed) |" in md
+    assert f"| relu2 | 1 | 3.2700 ± {analyze.FEWER_THAN_2} | " + " | ".join([analyze.FEWER_THAN_2] * 5) + " |" in md
+    # a second seed makes two independent runs: the rule is tested again
+    gpt_log(tmp_path / "c.txt", seed=1, final_loss=3.272, started=hours(2))
+    summary, _ = run_main(tmp_path, tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt")
+    rule = summary["gpt"][0]["record_rule"]
+    assert summary["gpt"][0]["runs"] == rule["n"] == 2 and rule["t"] == pytest.approx(-9.0)  # mean 3.271, se 0.001
+
+
+def test_welch_p_needs_two_seeds_a_side(tmp_path):
+    """swiglu_thin run twice with seed 0 against three relu2 seeds: one measurement against three,
+    so the Welch p cells say why there is none."""
+    for i in range(3):
+        gpt_log(tmp_path / f"r{i}.txt", "relu2", i, 3.25 + 0.001 * i, 100.0 + i, hours(2 * i))
+    for i in range(2):
+        gpt_log(tmp_path / f"s{i}.txt", "swiglu_thin", 0, 3.27, 92.0 + i, hours(2 * i + 1))
+    summary, md = run_main(tmp_path, tmp_path)
+    swiglu = next(g for g in summary["gpt"] if g["mlp"] == "swiglu_thin")
+    assert swiglu["runs"] == 1 and swiglu["baseline_runs"] == 3 and swiglu["step_avg_p_value"] is None
+    line = next(l for l in md.splitlines() if l.startswith("| swiglu_thin | relu2 | -"))
+    assert line.split(" | ")[3] == line.split(" | ")[5] == analyze.FEWER_THAN_2
+
+
+def test_target_only_on_fineweb_tokens(tmp_path):
+    """The synthetic shards of data/make_tiny_shards.py (named fineweb_*.bin, vocab 512): no 3.28
+    target, unless --target-loss gives one; FineWeb's files keep it."""
+    tiny = gpt_log(tmp_path / "tiny.txt", final_loss=3.0)
+    tiny.write_text(tiny.read_text().replace("vocab_size:50304", "vocab_size:512").replace("data/fineweb10B/", "data/tiny/"))
+    gpt_log(tmp_path / "tiny2.txt", seed=1, final_loss=3.01, started=hours(1)).write_text(
+        (tmp_path / "tiny2.txt").read_text().replace("vocab_size:50304", "vocab_size:512").replace("data/fineweb10B/",
+                                                                                                   "data/tiny/"))
+    summary, md = run_main(tmp_path, tiny, tmp_path / "tiny2.txt")
+    (row,) = summary["gpt"]
+    assert row["target_loss"] is None and row["time_to_target_ms"] is None and row["record_rule"]["verdict"] == analyze.NO_TARGET
+    assert "| n/a (no target for this data) | n/a (no target for this data) | [1] |" in md
+    assert "- [1] relu2: not FineWeb GPT-2 tokens (train_files:data/tiny/fineweb_train_*.bin vocab_size:512): no target " \
+           "loss; --target-loss sets one" in md
+    assert "| relu2 | 2 | 3.0050 ± 0.0071 | " + " | ".join([analyze.NO_TARGET] * 5) + " |" in md
+    summary, md = run_main(tmp_path, tiny, tmp_path / "tiny2.txt", flags=["--target-loss", "3.28"])
+    (row,) = summary["gpt"]
+    assert row["target_loss"] == 3.28 and row["time_to_target_ms"] > 0 and row["record_rule"]["verdict"] == "passes"
+    fineweb = gpt_log(tmp_path / "fw.txt", final_loss=3.0)
+    summary, _ = run_main(tmp_path, fineweb)
+    assert summary["gpt"][0]["target_loss"] == 3.28 and summary["gpt"][0]["time_to_target_ms"] > 0
+
+
+def test_a_value_that_is_not_a_number_is_named(tmp_path, capsys):
+    path = mnist_log(tmp_path / "m.txt")
+    lines = path.read_text().splitlines()
+    i = next(n for n, l in enumerate(lines) if l.startswith("trial:") and n > lines.index(RULE, 2))  # not the header's
+    lines[i] = re.sub(r"val_acc:[0-9.]+", "val_acc:abc", lines[i])
+    path.write_text("\n".join(lines) + "\n")
+    summary, _ = run_main(tmp_path, path)
+    assert any(w.startswith(f"{path}: skipped 1 record line(s) that do not parse: line {i + 1}: val_acc: 'abc' is "
+                            f"not a number: 'trial: model:relu hidden:2") for w in summary["warnings"])
+    only_bad = tmp_path / "bad" / "m.txt"
+    only_bad.parent.mkdir()
+    capsys.readouterr()
+    only_bad.write_text("\n".join(l for n, l in enumerate(lines) if not l.startswith("trial:") or n <= i) + "\n")
+    assert analyze.main([str(only_bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "run a training script first" not in err
+    assert f"line {i + 1}: val_acc: 'abc' is not a number" in err and err.strip().endswith("fix or remove the lines named")
+
+
+def unwritable_folder(path):
+    """A folder that refuses new files: immutable (chattr +i) where that works (as root), else
+    without write permission (which root would ignore); None when neither can be made here."""
+    import subprocess
+    path.mkdir()
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        path.chmod(0o555)
+    try:
+        (path / "probe").write_text("")
+    except OSError:
+        return path
+    return None
+
+
+def test_out_that_refuses_files_is_one_line(tmp_path, capsys):
+    import subprocess
+    log = gpt_log(tmp_path / "g.txt")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [(a_file, "is a file, not a folder; give a folder"),
+             (a_file / "sub", "cannot make that folder")]
+    locked = unwritable_folder(tmp_path / "locked")
+    if locked:
+        cases.append((locked, "cannot write files there"))
+    try:
+        for out, words in cases:
+            assert analyze.main([str(log), "--out", str(out), "--no-figures"]) == 2
+            err = capsys.readouterr().err
+            assert len(err.strip().splitlines()) == 1 and err.startswith(f"analyze.py: error: --out {out}") and words in err
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "locked")], capture_output=True)
+        (tmp_path / "locked").chmod(0o755)
+    if not locked:
+        pytest.skip("no folder that refuses files could be made here (chattr +i and chmod both ignored)")
+
+
+def test_gpt_log_with_nan_losses_and_its_done_record(tmp_path):
+    """A run whose last validation loss is nan but which wrote its done: record is said to have one."""
+    path = gpt_log(tmp_path / "n.txt")
+    text = re.sub(r"step:1000/1000 val_loss:[0-9.]+", "step:1000/1000 val_loss:nan", path.read_text())
+    path.write_text(re.sub(r"final_val_loss:[0-9.]+", "final_val_loss:nan", text))
+    summary, _ = run_main(tmp_path, path)
+    assert not any("no done: record" in w for w in summary["warnings"])
+    assert any(w.startswith("n.txt: its done: record is there, but its last validation loss is nan at step 1000 "
+                            "(diverged?); left out of its group's numbers") for w in summary["warnings"])
+    assert summary["gpt_runs"][0]["ended"] == "non-finite validation loss at step 1000/1000"
+
+
+def test_log_killed_at_step_0_draws_without_warnings(tmp_path):
+    path = gpt_log(tmp_path / "k.txt", kill_at=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert analyze.main([str(path), "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "gpt_train_loss.png").exists()
+
+
+@pytest.mark.slow
+def test_real_smoke_runs_repeated_are_one_measurement_without_target(tmp_path, repo_root):
+    """The README's CPU smoke run, twice with the same command: one measurement, no 3.28 target."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(repo_root / "data" / "make_tiny_shards.py"), "--out", str(tmp_path / "tiny")],
+                   check=True, capture_output=True)
+    command = [sys.executable, str(repo_root / "train_gpt.py"), "--train-files", str(tmp_path / "tiny" / "fineweb_train_*.bin"),
+               "--val-files", str(tmp_path / "tiny" / "fineweb_val_*.bin"), "--vocab-size", "512", "--n-layer", "2",
+               "--n-embd", "64", "--n-head", "2", "--seq-len", "64", "--batch-size", "16", "--device-batch-size", "16",
+               "--num-iterations", "20", "--val-every", "10", "--val-tokens", "4096", "--no-compile", "--device", "cpu",
+               "--log-dir", str(tmp_path / "logs")]
+    for _ in range(2):
+        subprocess.run(command, check=True, capture_output=True)
+    summary, md = run_main(tmp_path, tmp_path / "logs")
+    (row,) = summary["gpt"]
+    assert row["runs"] == 1 and row["repeated_seed_runs"] == 1 and row["record_rule"]["verdict"] == analyze.NO_TARGET
+    assert row["time_to_target_ms"] is None and "time to 3.28" in md and analyze.NO_TARGET in md
+    assert any("2 runs share seed 0 and every setting" in w for w in summary["warnings"])
