@@ -69,8 +69,10 @@ COLLAPSE_BELOW = 0.2  # a search whose chosen trial tests below this has collaps
 # alone may be pooled; any other difference means another search space.
 MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"}
 # Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
-# writes are not timed): a run with --save-every is a replicate of one without.
-GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every"}
+# writes are not timed): a run with --save-every is a replicate of one without, and a resumed run
+# (resume: names where it came from) of one that ran straight through.
+GPT_REPLICATE_KEYS = {"seed", "id", "started", "host", "log_dir", "save_every", "save_final", "keep_last",
+                      "resume"}
 RECORD_TARGET_LOSS = 3.28  # the speedrun's target: a validation loss on FineWeb's GPT-2 tokens, nothing else
 GPT2_VOCAB = 50257  # GPT-2's tokenizer; train_gpt.py pads the embedding to 50304
 NO_TARGET = "n/a (no target for this data)"

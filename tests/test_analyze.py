@@ -1394,7 +1394,7 @@ def test_runs_that_share_a_seed_are_one_measurement(tmp_path, capsys):
     assert rule["runs_needed"] is None
     assert ("relu2: 2 runs share seed 0 and every setting (a.txt, b.txt): one measurement, not 2 replicates; only "
             "a.txt counts (rule: a group's runs with the same seed: in config: are one run, whatever their host, id, "
-            "log_dir, save_every, started)") in summary["warnings"]
+            "keep_last, log_dir, resume, save_every, save_final, started)") in summary["warnings"]
     assert [r["repeat_of"] for r in summary["gpt_runs"]] == [None, "a.txt"]
     assert "| relu2 | 1 (+1 repeating a seed) |" in md
     assert f"| relu2 | 1 | 3.2700 ± {analyze.FEWER_THAN_2} | " + " | ".join([analyze.FEWER_THAN_2] * 5) + " |" in md
