@@ -351,15 +351,17 @@ def head_loss_chunks(x, w, targets, chunk_tokens: int, with_grad: bool):
     loss = torch.zeros((), dtype=loss_dtype, device=x.device)
     grad_x = torch.empty_like(x) if with_grad else None
     grad_w = torch.zeros(w.shape, dtype=loss_dtype, device=w.device) if with_grad else None
+    vocab = torch.arange(w.size(0), device=w.device)
     for start in range(0, N, chunk_tokens):
         xc, tc = x[start:start + chunk_tokens], targets[start:start + chunk_tokens]
         logits = (xc @ w.T).to(loss_dtype)
         lse = torch.logsumexp(logits, dim=-1)
         loss = loss + (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
         if with_grad:
-            g = torch.exp(logits - lse[:, None])                          # softmax
-            g[torch.arange(tc.size(0), device=tc.device), tc] -= 1            # - one-hot
-            g = (g / N).to(x.dtype)
+            p = torch.exp(logits - lse[:, None])                          # softmax
+            # - one-hot as one elementwise expression (no scatter), so that a compiled step computes
+            # the chunk's gradient in one kernel from the logits, without an fp32 copy of them
+            g = (torch.where(vocab[None, :] == tc[:, None], p - 1, p) / N).to(x.dtype)
             grad_x[start:start + chunk_tokens] = g @ w
             grad_w = grad_w + (g.T @ xc).to(loss_dtype)
     return loss / N, grad_x, grad_w
