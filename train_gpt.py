@@ -65,6 +65,13 @@ Choices where the record is silent or this file differs (all documented in the R
     - swiglu_thin computes gate and value with one 768 -> 3072 matmul (one weight, gate rows
       first); Muon orthogonalises the two 1536 x 768 halves separately, as if they were the
       seed's two matrices. So swiglu_thin has 72 Muon parameters, 84 orthogonalised matrices.
+    - Speed levers, the record's mathematics computed in another order (bench/bench_gpt.py
+      --without / --components measures each; tests/test_gpt_math.py holds their bf16 rounding
+      to the record path's own): the head + cross-entropy 8192 tokens at a time, its gradient
+      computed in the forward pass (HeadLoss: the fp32 logits are never whole in memory; the
+      head's gradient is summed over the chunks in fp32); q, k, v from one matmul of the three
+      stacked weights (still three parameters, three Muon matrices); Newton-Schulz batched over
+      each rank's same-shaped matrices.
 """
 import argparse
 import dataclasses

@@ -1,7 +1,9 @@
-"""Where a training step of train_gpt.py goes, for both MLPs side by side in one run.
+"""Where a training step of train_gpt.py goes, for the study's MLPs side by side in one run.
 
     python bench/bench_gpt.py                        # on CUDA: a real 1-GPU step of the full model
     python bench/bench_gpt.py --device cpu           # anywhere: a reduced model, seconds
+    python bench/bench_gpt.py --without all fused_head_loss   # also with speed levers off, side by side
+    python bench/bench_gpt.py --components           # each lever off/on on its own part of the step
     python bench/bench_gpt.py --profile top.txt      # also the top kernels of one step per MLP
     python bench/bench_gpt.py --baseline old/train_gpt.py     # and an older version, side by side
 
@@ -9,20 +11,35 @@ One step is what train_gpt.py's loop does in a step on 1 GPU: --grad-accum micro
 CUDA: 8 x 64 sequences of 1024 tokens = the record's 524,288-token batch) of forward +
 backward under bf16 autocast, then the AdamW and Muon steps, then zero_grad. It imports the
 script's real model and optimisers (build_optimizers: with --compile, Newton-Schulz is compiled
-too) and feeds random tokens (no data files). Both MLPs are built and warmed up first (peak
-memory is each model's own, measured then; "compile s" is the first step's time minus the median
-step's: compilation and warm-up), then their steps are timed interleaved (a b b a a b ...) so that
-drift of the machine hits both alike. Every figure is a median over the timed steps; the parts
+too) and feeds random tokens (no data files). The MLPs (--mlps, any of train_gpt.MLPS; default
+the study's relu2 and swiglu_thin) are built and warmed up first (peak memory is each model's
+own, measured then; "compile s" is the first step's time minus the median step's: compilation
+and warm-up), then their steps are timed interleaved (a b b a a b ...) so that drift of the
+machine hits all alike. Every figure is a median over the timed steps; the parts
 (forward+backward, AdamW, Muon) are timed with CUDA events on a GPU, perf_counter on a CPU.
-With --baseline, the same two MLPs of another train_gpt.py (say the version before a speed
-change, from `git show REV:train_gpt.py`) are built and timed in the same interleaving, and the
-ratios this/baseline are printed too: a before/after from one run.
+
+train_gpt.py's speed levers (LEVERS: fused_head_loss, fused_qkv, batched_ns; all on in a run)
+can be switched off: --without LEVER adds, per MLP, a run with that lever off ("relu2-no_LEVER";
+"all": every lever off, "relu2-record_path") beside the run with all on, and prints levers/LABEL
+ratios (all on / this). A whole-model compile per variant is ~100 s on a GPU, so --components
+measures each lever instead on the part of the step it changes: the head + loss of one
+micro-step (the model without blocks), one attention layer, one Muon step over a model's block
+matrices per MLP, each off and on. With --baseline, the MLPs of another train_gpt.py (say the
+version before a speed change, from `git show REV:train_gpt.py`) are built and timed in the same
+interleaving, and the ratios this/baseline are printed too: a before/after from one run.
 
 FLOPs per token come from the model's shapes: 6 x (weights of every matmul, the tied head
 included, the embedding lookup not) + 6 x n_layer x seq_len x n_embd for causal attention
 (QK^T and AV: 2 T d multiply-adds = 4 T d FLOPs per token and layer forward, x3 with backward,
-halved by the causal mask). MFU = FLOPs per token x tokens/s / peak; the peak defaults to the H100 SXM's
-dense bf16 989 TFLOP/s on CUDA (--peak-tflops for other GPUs) and is unknown (nan) on CPU.
+halved by the causal mask). MFU = FLOPs per token x tokens/s / peak; the peak defaults to 989
+TFLOP/s on CUDA, the dense (no sparsity) bf16 peak of the H100 SXM and of the H200 (--peak-tflops
+for other GPUs), and is unknown (nan) on CPU. "record/this relu2" divides the record's own
+script's step time on an H200 (RECORD_H200_MS) by this relu2 step: comparable only on an H200 at
+the full size and batch.
+
+Bad input (a count below 1, heads that do not divide the width, a --baseline that is not a
+train_gpt.py, a --profile path that cannot be written, ...) is refused in one line `error: ...`,
+exit status 2, before anything is built or timed.
 """
 import argparse
 import importlib.util
@@ -202,6 +219,12 @@ def components(tg, shape: dict, args, device) -> list:
     optimiser step, compiled as in a run when --compile: a few seconds of compilation each instead
     of a whole model's. Rows: (part, lever, ms off, ms on)."""
     B, T, d, V, H = (shape[k] for k in ("device_batch_size", "seq_len", "n_embd", "vocab_size", "n_head"))
+    # Newton-Schulz is compiled once per shape (dynamic=False): per matrix and batched, both MLPs, are
+    # 10 shapes, over dynamo's default limit of 8 graphs per function (the rest would run eager)
+    import torch._dynamo
+    for limit in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, limit):
+            setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     maybe_compile = torch.compile if args.compile else (lambda m: m)
     idx = torch.randint(0, V, (B, T), device=device)
