@@ -388,7 +388,7 @@ def run(args, tg, cuda: bool, shape: dict):
     args.grad_accum = args.grad_accum or (8 if cuda else 2)
     args.compile = cuda if args.compile is None else args.compile
     args.peak_tflops = args.peak_tflops or (989.0 if cuda else float("nan"))
-    if cuda:
+    if cuda and not args.components:
         import torch._inductor.config as inductor_config
         inductor_config.coordinate_descent_tuning = True        # as train_gpt.py
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
@@ -398,6 +398,9 @@ def run(args, tg, cuda: bool, shape: dict):
           f"{args.grad_accum * shape['device_batch_size'] * shape['seq_len']}  warmup: {args.warmup}  "
           f"timed steps: {args.steps}  peak: {args.peak_tflops} TFLOP/s (MFU's denominator: dense bf16; "
           "989 is the H100 SXM's and the H200's)", flush=True)
+    if args.components and cuda:
+        print("components: compiled without inductor's coordinate-descent tuning (train_gpt.py's), so that "
+              "each part compiles in seconds; lever off and on alike", flush=True)
     if args.components:
         rows = components(tg, shape, args, device)
         print(f"{'part':<34} {'lever':<16} {'off ms':>9} {'on ms':>9} {'on/off':>7}")

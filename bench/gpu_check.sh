@@ -7,8 +7,8 @@
 #                  swiglu_thin/relu2 ratio, x the record's own script (978.0 ms/step on an H200), and
 #                  the top kernels of one step (profile.txt). Two compiles, ~4 minutes.
 #   2. components: each lever off and on, on its own part of the step (head+loss of one micro-step,
-#                  one attention layer, one Muon step per MLP): each lever's gain without a
-#                  whole-model compile per lever (~1-1.5 minutes).
+#                  one attention layer, one Muon step of relu2's matrices): each lever's gain
+#                  without a whole-model compile per lever (~1 minute).
 #   3. dbs128:     relu2 with --device-batch-size 128 (4 micro-steps: the same batch, summed in
 #                  another order) if the budget still holds a compile (~2 minutes).
 #   4. train:      (only if PARTS names it) train_gpt.py itself, 20 steps per MLP on full-size shards
@@ -62,7 +62,7 @@ part() {
 # shellcheck disable=SC2086  # EXTRA_BENCH / DBS2 / EXTRA_TRAIN are lists of flags
 part step 150 python bench/bench_gpt.py --steps 6 --warmup 2 --profile "$out/profile.txt" ${EXTRA_BENCH:-}
 # shellcheck disable=SC2086
-part components 40 python bench/bench_gpt.py --components --steps 10 ${EXTRA_BENCH:-}
+part components 40 python bench/bench_gpt.py --components --mlps relu2 --steps 10 ${EXTRA_BENCH:-}
 # shellcheck disable=SC2086
 part dbs128 110 python bench/bench_gpt.py --mlps relu2 --steps 4 --warmup 2 ${EXTRA_BENCH:-} \
     ${DBS2:---device-batch-size 128 --grad-accum 4}
