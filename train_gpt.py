@@ -73,6 +73,13 @@ Choices where the record is silent or this file differs (docs/train_gpt.md descr
     - The config: record holds every field of Hyperparameters (the value used where one is
       resolved or clamped: device, precision, warmdown_iters) and the derived keys (mlp_hidden,
       params, grad_accum, ...); the log contract's keys first, in its order.
+    - Speed levers, the record's mathematics computed in another order (bench/bench_gpt.py
+      --without / --components measures each; tests/test_gpt_math.py holds their bf16 rounding
+      to the record path's own): the head + cross-entropy 8192 tokens at a time, its gradient
+      computed in the forward pass (HeadLoss: the fp32 logits are never whole in memory; the
+      head's gradient is summed over the chunks in fp32); q, k, v from one matmul of the three
+      stacked weights (still three parameters, three Muon matrices); Newton-Schulz batched over
+      each rank's same-shaped matrices.
 """
 import argparse
 import dataclasses
@@ -266,7 +273,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int):
+    def __init__(self, n_embd: int, n_head: int, fused_qkv: bool = True):
         super().__init__()
         self.n_head, self.head_dim = n_head, n_embd // n_head
         self.c_q = nn.Linear(n_embd, n_embd, bias=False)
@@ -274,12 +281,20 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(n_embd, n_embd, bias=False)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=False)
         self.c_proj.weight.data.zero_()          # each block starts as the identity
+        # q, k and v from one matmul of x with the three weights stacked (the stacking copies 3 d^2
+        # weights, nothing beside the matmuls of B T tokens). The weights stay the record's three
+        # matrices: their names, init and Muon's three separate orthogonalisations are unchanged.
+        self.fused_qkv = fused_qkv
 
     def forward(self, x, cos, sin):
         B, T, C = x.shape
-        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
-        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
-        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        if self.fused_qkv:
+            qkv = F.linear(x, torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight]))
+            q, k, v = qkv.view(B, T, 3, self.n_head, self.head_dim).unbind(2)
+        else:
+            q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+            k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+            v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = rms_norm(q), rms_norm(k)          # QK-norm over the head dim
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -358,9 +373,9 @@ MLPS = {                                 # --mlp NAME: a callable that builds th
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, mlp: str):
+    def __init__(self, n_embd: int, n_head: int, mlp: str, fused_qkv: bool = True):
         super().__init__()
-        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.attn = CausalSelfAttention(n_embd, n_head, fused_qkv)
         self.mlp = MLPS[mlp](n_embd)
 
     def forward(self, x, cos, sin):
@@ -368,12 +383,65 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 
 
+def head_loss_chunks(x, w, targets, chunk_tokens: int, with_grad: bool):
+    """Mean cross-entropy of the logits x w^T (x: N tokens x d, w: vocab x d, both in the compute
+    dtype), chunk_tokens tokens at a time, so no more than one chunk's logits is ever in memory.
+
+    Each chunk computes what the record computes for its rows: the logits in the compute dtype (bf16
+    under autocast), then in fp32 (or float64) the log-sum-exp and, with_grad, the gradient of the
+    mean loss with respect to the logits, softmax - one-hot over N, rounded to the compute dtype as
+    the record's backward of logits.float() rounds it. From that, the chunk's rows of the gradient of
+    x (exactly the record's rows) and its share of the gradient of w, added up in fp32 over the
+    chunks (the record rounds the whole sum to bf16 once; here each chunk's share is rounded and
+    the sum is not: tests/test_gpt_math.py measures the difference against the record's own
+    rounding spread). Returns (loss, grad_x, grad_w); the grads are None without with_grad."""
+    N = x.size(0)
+    loss_dtype = torch.promote_types(x.dtype, torch.float32)
+    loss = torch.zeros((), dtype=loss_dtype, device=x.device)
+    grad_x = torch.empty_like(x) if with_grad else None
+    grad_w = torch.zeros(w.shape, dtype=loss_dtype, device=w.device) if with_grad else None
+    vocab = torch.arange(w.size(0), device=w.device)
+    for start in range(0, N, chunk_tokens):
+        xc, tc = x[start:start + chunk_tokens], targets[start:start + chunk_tokens]
+        logits = (xc @ w.T).to(loss_dtype)
+        lse = torch.logsumexp(logits, dim=-1)
+        loss = loss + (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+        if with_grad:
+            p = torch.exp(logits - lse[:, None])                          # softmax
+            # - one-hot as one elementwise expression (no scatter), so that a compiled step computes
+            # the chunk's gradient in one kernel from the logits, without an fp32 copy of them
+            g = (torch.where(vocab[None, :] == tc[:, None], p - 1, p) / N).to(x.dtype)
+            grad_x[start:start + chunk_tokens] = g @ w
+            grad_w = grad_w + (g.T @ xc).to(loss_dtype)
+    return loss / N, grad_x, grad_w
+
+
+class HeadLoss(torch.autograd.Function):
+    """The head + cross-entropy with its gradient computed in the forward pass, chunk by chunk
+    (head_loss_chunks): the backward only scales it. So neither the logits nor the fp32
+    log-probabilities the record keeps for its backward (a micro-step's 64 x 1024 x 50304 values,
+    13 GB in fp32) are ever held whole. x and the weight come in the compute dtype and fp32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, targets, chunk_tokens, dtype):
+        loss, grad_x, grad_w = head_loss_chunks(x.to(dtype), weight.to(dtype), targets, chunk_tokens, True)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.x_dtype = x.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.saved_tensors
+        return (grad_x * grad_loss).to(ctx.x_dtype), (grad_w * grad_loss), None, None, None
+
+
 class GPT(nn.Module):
-    def __init__(self, vocab_size=50304, n_layer=12, n_head=6, n_embd=768, mlp="relu2", max_seq_len=1024):
+    def __init__(self, vocab_size=50304, n_layer=12, n_head=6, n_embd=768, mlp="relu2", max_seq_len=1024,
+                 fused_head_loss=True, fused_qkv=True, loss_chunk_tokens=8192):
         super().__init__()
         self.head_dim = n_embd // n_head
         self.wte = nn.Embedding(vocab_size, n_embd)
-        self.blocks = nn.ModuleList([Block(n_embd, n_head, mlp) for _ in range(n_layer)])
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, mlp, fused_qkv) for _ in range(n_layer)])
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight    # tied: one matrix, nn.Linear's init
         # The rotary cos/sin, computed once and kept, as the record does. Computed inside the
@@ -383,6 +451,9 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(max_seq_len, self.head_dim, w.device, w.dtype)
         self.register_buffer("rotary_cos", cos, persistent=False)
         self.register_buffer("rotary_sin", sin, persistent=False)
+        # the head + loss a chunk of tokens at a time (HeadLoss), not through the whole logits; the
+        # chunk's fp32 logits: 8192 x 50304 x 4 bytes = 1.6 GB
+        self.fused_head_loss, self.loss_chunk_tokens = fused_head_loss, loss_chunk_tokens
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
@@ -393,7 +464,16 @@ class GPT(nn.Module):
         x = self.wte(idx)
         for block in self.blocks:
             x = block(x, cos, sin)
-        logits = self.lm_head(rms_norm(x))
+        x = rms_norm(x)
+        # a hook on the head (to see the logits) gets them: the plain path
+        if self.fused_head_loss and not (self.lm_head._forward_hooks or self.lm_head._forward_pre_hooks):
+            device = x.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+            x, targets, w = x.view(-1, x.size(-1)), targets.reshape(-1), self.lm_head.weight
+            if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+                return HeadLoss.apply(x, w, targets, self.loss_chunk_tokens, dtype)
+            return head_loss_chunks(x.to(dtype), w.to(dtype), targets, self.loss_chunk_tokens, False)[0]
+        logits = self.lm_head(x)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # fp32 (or float64) for the loss
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
@@ -413,7 +493,8 @@ def count_parameters(hp) -> int:
 
 
 def newton_schulz5(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately the orthogonal factor U V^T of G = U S V^T, in bf16.
+    """Approximately the orthogonal factor U V^T of G = U S V^T, in bf16; G may be a batch of
+    same-shaped matrices (..., rows, cols), each orthogonalised on its own.
 
     The quintic p(s) = a s + b s^3 + c s^5, applied `steps` times to every singular value of
     G / |G|_F, pushes them all into a band around 1 (not exactly onto 1: these coefficients
@@ -421,18 +502,18 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.
     """
     a, b, c = 3.4445, -4.7750, 2.0315
     X = G.bfloat16()
-    X = X / (X.norm() + eps)                     # all singular values <= 1
-    tall = X.size(0) > X.size(1)
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)      # all singular values <= 1
+    tall = X.size(-2) > X.size(-1)
     if tall:                                     # iterate on the wide side: X X^T is the smaller Gram
-        X = X.T
+        X = X.mT
     for _ in range(steps):
         # grouped as the record groups it, so its bf16 roundings: a X + b (A X) + (c A)(A X).
         # (b A + c A A) X is the same polynomial with fewer multiply-adds on a wide X (n^3 for
         # A A instead of n n m for A (A X)) but rounds at other points
-        A = X @ X.T
+        A = X @ X.mT
         B = A @ X
         X = a * X + b * B + c * A @ B
-    return X.T if tall else X
+    return X.mT if tall else X
 
 
 class Muon(torch.optim.Optimizer):
@@ -445,14 +526,20 @@ class Muon(torch.optim.Optimizer):
     i % world_size == r, writes them into a flat bf16 buffer (zeros elsewhere) and one
     all_reduce(SUM) hands every rank every update, the same update as if each rank did all.
     A weight with `muon_blocks = k` counts as k matrices (its row blocks).
+
+    batched: a rank's matrices of one shape go through Newton-Schulz together, as one batch
+    (3 calls a step for the 12-layer model instead of 72-84: the iteration's bf16 matmuls are
+    small, 768 wide, and one call each left the GPU mostly waiting on launches).
     """
 
     def __init__(self, params, lr=0.00036, momentum=0.95, nesterov=True, ns_steps=5,
-                 rank=None, world_size=None, compile=False):
+                 rank=None, world_size=None, compile=False, batched=True):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps))
         # compiled, as the record: eager, each bf16 matmul and elementwise op of the iteration is
-        # its own kernel (measured on an H100: Muon 54.5 ms a step eager, 33-41 ms compiled)
-        self.newton_schulz = torch.compile(newton_schulz5) if compile else newton_schulz5
+        # its own kernel (measured on an H100: Muon 54.5 ms a step eager, 33-41 ms compiled).
+        # dynamic=False: one graph per shape, its kernels tuned for it (a handful of shapes)
+        self.newton_schulz = torch.compile(newton_schulz5, dynamic=False) if compile else newton_schulz5
+        self.batched = batched
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if distributed else 1)
@@ -468,15 +555,24 @@ class Muon(torch.optim.Optimizer):
             out += [(p, j * rows, (j + 1) * rows) for j in range(blocks)]
         return out
 
+    def orthogonalised(self, updates: dict, steps: int) -> dict:
+        """{i: Newton-Schulz of updates[i]}: one call per matrix, or (batched) one per shape."""
+        if not self.batched:
+            return {i: self.newton_schulz(u, steps=steps) for i, u in updates.items()}
+        by_shape = {}
+        for i, u in updates.items():
+            by_shape.setdefault(tuple(u.shape), []).append(i)
+        out = {}
+        for ids in by_shape.values():
+            out.update(zip(ids, self.newton_schulz(torch.stack([updates[i] for i in ids]), steps=steps).unbind(0)))
+        return out
+
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
             items = self.matrices(group["params"])
-            flat = torch.zeros(sum((r1 - r0) * p.size(1) for p, r0, r1 in items),
-                               dtype=torch.bfloat16, device=group["params"][0].device)
-            offset = 0
+            updates = {}                         # this rank's matrices: their Nesterov momentum
             for i, (p, r0, r1) in enumerate(items):
-                n = (r1 - r0) * p.size(1)
                 if i % self.world_size == self.rank and p.grad is not None:
                     g = p.grad[r0:r1]
                     state = self.state[p]
@@ -484,18 +580,27 @@ class Muon(torch.optim.Optimizer):
                         state["momentum_buffer"] = torch.zeros_like(p.grad)
                     buf = state["momentum_buffer"][r0:r1]
                     buf.mul_(group["momentum"]).add_(g)
-                    g = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    flat[offset:offset + n] = self.newton_schulz(g, steps=group["ns_steps"]).flatten()
-                offset += n
+                    updates[i] = g.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+            done = self.orthogonalised(updates, group["ns_steps"])
             if self.world_size > 1:
+                flat = torch.zeros(sum((r1 - r0) * p.size(1) for p, r0, r1 in items),
+                                   dtype=torch.bfloat16, device=group["params"][0].device)
+                offset = 0
+                for i, (p, r0, r1) in enumerate(items):
+                    n = (r1 - r0) * p.size(1)
+                    if i in done:
+                        flat[offset:offset + n] = done[i].flatten()
+                    offset += n
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            offset = 0
-            for p, r0, r1 in items:
-                n = (r1 - r0) * p.size(1)
-                scale = max(r1 - r0, p.size(1)) ** 0.5   # update.square().mean() about 1
-                p[r0:r1].add_(flat[offset:offset + n].view(r1 - r0, p.size(1)).to(p.dtype),
-                              alpha=-group["lr"] * scale)
-                offset += n
+                offset = 0
+                for i, (p, r0, r1) in enumerate(items):
+                    n = (r1 - r0) * p.size(1)
+                    done[i] = flat[offset:offset + n].view(r1 - r0, p.size(1))
+                    offset += n
+            for i, (p, r0, r1) in enumerate(items):
+                if i in done:                    # a matrix without a gradient: no update (zeros before)
+                    scale = max(r1 - r0, p.size(1)) ** 0.5   # update.square().mean() about 1
+                    p[r0:r1].add_(done[i].to(p.dtype), alpha=-group["lr"] * scale)
 
 
 def build_optimizers(model: GPT, hp: Hyperparameters, rank=None, world_size=None):

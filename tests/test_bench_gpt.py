@@ -97,3 +97,80 @@ def test_threads_out_of_range_get_one_line():
         assert str(e.value.code).startswith(f"error: --threads {threads}: ") and words in str(e.value.code)
         assert len(str(e.value.code).splitlines()) == 1
     assert torch.get_num_threads() == 1  # refused before it set any
+
+
+TINY = ["--device", "cpu", "--steps", "1", "--warmup", "1", "--grad-accum", "1", "--n-layer", "1", "--n-embd", "32",
+        "--n-head", "1", "--seq-len", "16", "--vocab-size", "64", "--device-batch-size", "1"]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--steps", "0"], "--steps 0: must be 1 or more"),
+    (["--grad-accum", "-2"], "--grad-accum -2: must be 1 or more"),
+    (["--device-batch-size", "0"], "--device-batch-size 0: must be 1 or more"),
+    (["--warmup", "0"], "--warmup 0: must be 1 or more"),
+    (["--n-embd", "0"], "--n-embd 0: must be 1 or more"),
+    (["--peak-tflops", "-1"], "--peak-tflops -1.0: must be a positive number"),
+    (["--n-head", "3"], "--n-head 3: --n-embd 128 must split into 3 heads"),
+    (["--n-embd", "64", "--n-head", "64"], "--n-head 64: --n-embd 64 must split into 64 heads of even size"),
+    (["--mlps", "nonesuch"], "invalid choice: 'nonesuch'"),
+    (["--without", "nonesuch"], "invalid choice: 'nonesuch'"),
+    (["--steps", "many"], "invalid int value: 'many'"),
+    (["--components", "--without", "all"], "--components times the levers on their own"),
+    (["--profile", "/proc/no/such/top.txt"], "--profile /proc/no/such/top.txt: cannot write there"),
+])
+def test_bad_input_is_refused_in_one_line_before_any_work(flags, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        load_bench().main(["--device", "cpu"] + flags)
+    message = str(e.value.code)
+    assert message.startswith("error: ") and words in message and len(message.splitlines()) == 1, message
+    assert capsys.readouterr().out == ""                                     # nothing was built or timed
+
+
+def test_a_baseline_that_is_not_a_train_gpt_script_is_refused(tmp_path):
+    log = tmp_path / "gpt-run.txt"
+    log.write_text("run:gpt id:1234\nstep:1/10 train_loss:10.0 train_time:0ms\n")
+    broken = tmp_path / "train_gpt_broken.py"
+    broken.write_text((REPO / "train_gpt.py").read_text().replace("class GPT(nn.Module):", "class GPT(nn.Module:"))
+    for path, words in ((log, "not a train_gpt.py script"), (tmp_path / "missing.py", "no such file"),
+                        (broken, "not valid Python")):
+        with pytest.raises(SystemExit) as e:
+            load_bench().main(["--device", "cpu", "--baseline", str(path)])
+        assert str(e.value.code).startswith(f"error: --baseline {path}: ") and words in str(e.value.code)
+
+
+def test_refusals_exit_with_status_2_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, str(REPO / "bench" / "bench_gpt.py"), "--device", "cpu", "--steps", "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == "error: --steps 0: must be 1 or more"
+
+
+def test_the_mlps_come_from_train_gpt_and_default_to_the_study():
+    bench = load_bench()
+    results = bench.main(TINY)
+    assert [r["label"] for r in results] == ["relu2", "swiglu_thin"]
+    other = [m for m in tg.MLPS if m not in ("relu2", "swiglu_thin")][:1]   # one more, if train_gpt has it
+    results = bench.main(TINY + ["--mlps", "relu2"] + other)
+    assert [r["label"] for r in results] == ["relu2"] + other
+
+
+def test_each_lever_off_runs_beside_all_on_and_the_components_parse(capsys):
+    bench = load_bench()
+    results = bench.main(TINY + ["--mlps", "relu2", "--without", "fused_head_loss", "fused_qkv", "batched_ns", "all"])
+    labels = [r["label"] for r in results]
+    assert labels == ["relu2", "relu2-no_fused_head_loss", "relu2-no_fused_qkv", "relu2-no_batched_ns",
+                      "relu2-record_path"]
+    assert results[-1]["off"] == sorted(bench.LEVERS) and results[0]["off"] == []
+    out = capsys.readouterr().out
+    for label in labels[1:]:
+        assert re.search(rf"^levers/{label}: step time [\d.]+  fwd_bwd [\d.]+  adamw [\d.]+  muon [\d.]+", out, re.M)
+    assert re.search(r"^record/this relu2: [\d.]+x .*NOT comparable", out, re.M)
+    rows = bench.main(TINY + ["--components"])
+    assert [(r["part"], r["lever"]) for r in rows] == [
+        ("head+loss (one micro-step)", "fused_head_loss"), ("attention layer (one micro-step)", "fused_qkv"),
+        ("Muon step (relu2)", "batched_ns"), ("Muon step (swiglu_thin)", "batched_ns")]
+    out = capsys.readouterr().out
+    for r in rows:
+        line = re.search(rf"^{re.escape(r['part'])} +{r['lever']} +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)
+        assert line and float(line[1]) == round(r["off_ms"], 2) and float(line[2]) == round(r["on_ms"], 2)
