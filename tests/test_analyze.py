@@ -26,8 +26,13 @@ def write_log(path, run_line, records, source=FAKE_SOURCE):
     return path
 
 
+# The parameter count train_mnist_ffn.py logs per hidden unit (784 per input matrix, 10 of W_out):
+# analyze.py takes it from the trial lines, so these test logs carry it as the trainer's do.
+PARAMS_PER_HIDDEN = {"relu": 794, "geglu": 1578, "swiglu": 1578}
+
+
 def trial_line(model, hidden, bs, lr, seed, val, test, epochs=1):
-    params = analyze.PARAMS_PER_HIDDEN[model] * hidden
+    params = PARAMS_PER_HIDDEN[model] * hidden
     return (f"trial: model:{model} hidden:{hidden} batch_size:{bs} lr:{lr} seed:{seed} epochs:{epochs} "
             f"params:{params} train_loss:0.3 val_acc:{val:.5f} test_acc:{test:.5f} time:0.1s")
 
@@ -194,15 +199,16 @@ def test_holm_hand_computed():
 
 
 def test_verdicts_after_holm():
-    comps = [dict(p_geglu_better=0.8, p_value=0.001), dict(p_geglu_better=0.2, p_value=0.001),
-             dict(p_geglu_better=0.6, p_value=0.02), dict(p_geglu_better=0.9, p_value=math.nan)]
+    pair = dict(model="geglu", baseline="relu")
+    comps = [dict(pair, p_better=0.8, p_value=0.001), dict(pair, p_better=0.2, p_value=0.001),
+             dict(pair, model="swiglu", p_better=0.6, p_value=0.02), dict(pair, p_better=0.9, p_value=math.nan)]
     analyze.add_verdicts(comps, 0.05)
     # adjusted: 0.003, 0.003, 0.02 (x1 after the two smaller ones), nan
-    assert [c["verdict"] for c in comps][:3] == ["GeGLU better", "ReLU better", "GeGLU better"]
+    assert [c["verdict"] for c in comps][:3] == ["geglu better", "relu better", "swiglu better"]
     assert comps[2]["p_adjusted"] == pytest.approx(0.02)
     assert comps[3]["verdict"].startswith("not testable")  # nan p: no test was possible
-    comps = [dict(p_geglu_better=0.7, p_value=0.02), dict(p_geglu_better=0.7, p_value=0.03),
-             dict(p_geglu_better=0.7, p_value=0.04)]
+    comps = [dict(pair, p_better=0.7, p_value=0.02), dict(pair, p_better=0.7, p_value=0.03),
+             dict(pair, p_better=0.7, p_value=0.04)]
     analyze.add_verdicts(comps, 0.05)  # 0.06, 0.06, 0.06: nothing survives
     assert {c["verdict"] for c in comps} == {"no detectable difference"}
 
@@ -390,19 +396,28 @@ def synthetic_run(tmp_path_factory):
 
 def test_synthetic_mnist_gives_the_known_answer(synthetic_run):
     _, summary = synthetic_run
-    verdicts = {(c["k"], c["hidden"]): c for c in summary["mnist_comparisons"]}
+    assert summary["mnist_baseline"] == "relu"
+    assert {(c["model"], c["baseline"]) for c in summary["mnist_comparisons"]} == {("geglu", "relu")}
+    verdicts = {(c["k"], c["model_hidden"]): c for c in summary["mnist_comparisons"] if c["match"] == "hidden"}
     assert set(verdicts) == {(k, h) for k in (2, 4, 8) for h in (2, 16)}
+    assert all(c["baseline_hidden"] == c["model_hidden"] for c in verdicts.values())
     for k in (2, 4, 8):
-        assert verdicts[(k, 2)]["verdict"] == "GeGLU better" and verdicts[(k, 2)]["p_geglu_better"] > 0.7
+        assert verdicts[(k, 2)]["verdict"] == "geglu better" and verdicts[(k, 2)]["p_better"] > 0.7
         assert verdicts[(k, 16)]["verdict"] == "no detectable difference"
         lo, hi = verdicts[(k, 16)]["ci95"]
         assert lo < 0.5 < hi
         assert verdicts[(k, 2)]["p_adjusted"] >= verdicts[(k, 2)]["p_value"]
     assert [c["agrees_with_claim"] for c in summary["mnist_claim_check"]] == [True, True, True]
-    pairs = {(c["relu_hidden"], c["geglu_hidden"]) for c in summary["mnist_param_match_comparisons"]}
-    assert pairs == {(2, 1), (16, 8)}
-    for c in summary["mnist_param_match_comparisons"]:
-        assert c["verdict"] == "ReLU better"  # GeGLU at half the width is clearly worse here
+    # the log's matched_hidden:1,8 (a log of before matched_hidden_<model>: GeGLU's sizes) pairs
+    # ReLU 2 with GeGLU 1 and ReLU 16 with GeGLU 8
+    matched = [c for c in summary["mnist_comparisons"] if c["match"] == "params"]
+    assert {(c["baseline_hidden"], c["model_hidden"]) for c in matched} == {(2, 1), (16, 8)}
+    for c in matched:
+        assert c["verdict"] == "relu better"  # GeGLU at half the width is clearly worse here
+        assert (c["baseline_params"], c["model_params"]) in {(1588, 1578), (12704, 12624)}  # from the trial lines
+    # Holm over every comparison made: both tables are one family of 12
+    p = sorted(c["p_value"] for c in summary["mnist_comparisons"])
+    assert min(c["p_adjusted"] for c in summary["mnist_comparisons"]) == pytest.approx(min(1.0, 12 * p[0]))
     for model, hiddens in (("geglu", {"1", "2", "8", "16"}), ("relu", {"2", "16"})):
         assert set(h for h in summary["mnist"][model]) == hiddens
         for h in hiddens:
@@ -448,14 +463,14 @@ def test_synthetic_gpt_gives_the_known_answer(synthetic_run):
 def test_every_figure_and_summary_written(synthetic_run):
     out, summary = synthetic_run
     names = ["mnist_k2.png", "mnist_k4.png", "mnist_k8.png", "mnist_expected_best.png",
-             "mnist_p_geglu_better.png", "mnist_param_match.png", "gpt_val_loss.png",
+             "mnist_p_better.png", "mnist_param_match.png", "gpt_val_loss.png",
              "gpt_train_loss.png", "gpt_step_time.png", "gpt_val_loss_difference.png", "summary.md", "summary.json"]
     for name in names:
         assert (out / name).stat().st_size > 1000, name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "summary.md").read_text()
-    assert "GeGLU better" in md and "swiglu_thin" in md and "agrees with claim" in md
+    assert "geglu better" in md and "swiglu_thin" in md and "agrees with claim" in md
 
 
 def test_duplicate_trials_counted_once_and_stopped_run_warned(tmp_path, capsys):
@@ -897,7 +912,7 @@ def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
     gpt_log(tmp_path / "c.txt", seed=2, started=hours(2), torch="2.12.0")
     warnings = []
     res = analyze.analyse_gpt([analyze.parse_log(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")],
-                              argparse.Namespace(target_loss=3.28, record_alpha=0.01, resamples=10, seed=0), warnings)
+                              argparse.Namespace(target_loss=3.28, record_alpha=0.01, resamples=10, seed=0, baseline=None), warnings)
     assert len(res["rows"]) == 1 and res["rows"][0]["runs"] == 3  # still replicates: same config
     assert any("different software (torch)" in w for w in warnings)
     assert any("different code" in w and "2 versions" in w for w in warnings)
@@ -952,13 +967,13 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     assert len(summary["mnist_missing_trials"]) == 32 and {t["batch_size"] for t in summary["mnist_missing_trials"]} == {64}
     for c in summary["mnist_comparisons"]:  # every cell lost half its trials, and says so
         assert any("8 of the 16 trials of the grid missing" in n for n in c["notes"])
-    assert summary["mnist"]["relu"]["2"]["notes"] == ["FFN_ReLU h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
-    table = md.split("Verdict:")[1]
-    assert "| notes |" in table and "- [1] FFN_GeGLU h=2: 8 of the 16 trials of the grid missing" in table
+    assert summary["mnist"]["relu"]["2"]["notes"] == ["relu h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
+    table = md.split("Verdict,")[1]
+    assert "| notes |" in table and "- [1] geglu h=2: 8 of the 16 trials of the grid missing" in table
     # the claim check averages the pools: it says it rests on noted ones
-    assert all(c["notes"] == ["the means include 4 of the 4 pools with notes (FFN_GeGLU h=2, FFN_ReLU h=2, "
-                              "FFN_GeGLU h=4, FFN_ReLU h=4): see the pool table"] for c in summary["mnist_claim_check"])
-    assert "| k | GeGLU mean | ReLU mean | study's check | notes |" in md
+    assert all(c["notes"] == ["the means include 4 of the 4 pools with notes (geglu h=2, relu h=2, "
+                              "geglu h=4, relu h=4): see the pool table"] for c in summary["mnist_claim_check"])
+    assert "| k | model | model mean | relu mean | study's check | notes |" in md
     # the same run finished (a complete grid with done:) has no such warning or note
     summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
     assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
@@ -981,8 +996,8 @@ def test_interrupted_mnist_run_is_warned_with_the_resume_command(tmp_path):
     assert any(w.startswith("m.txt: the run ended with status:interrupted; `python train_mnist_ffn.py --resume")
                for w in summary["warnings"])
     assert any(w.endswith("model=relu hidden=4 batch_size=64 lr=0.1 seed=1") for w in summary["warnings"])
-    notes = {(c["hidden"]): c["notes"] for c in summary["mnist_comparisons"]}
-    assert notes[2] == [] and notes[4] == ["FFN_ReLU h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
+    notes = {(c["model_hidden"]): c["notes"] for c in summary["mnist_comparisons"]}
+    assert notes[2] == [] and notes[4] == ["relu h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
 
 
 def test_nonfinite_trials_left_out_by_default_and_kept_on_request(tmp_path):
@@ -992,7 +1007,7 @@ def test_nonfinite_trials_left_out_by_default_and_kept_on_request(tmp_path):
     summary, md = run_main(tmp_path, path)
     assert summary["mnist"]["relu"]["2"]["trials"] == 16
     assert any(w.startswith("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) left out of the pool: "
-                            "FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --keep-nonfinite")
+                            "geglu h=2: 4, geglu h=4: 4, relu h=2: 4, relu h=4: 4; --keep-nonfinite")
                for w in summary["warnings"])
     assert all("4 diverged trial(s) left out" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
     kept, _ = run_main(tmp_path, path, flags=["--keep-nonfinite"])
@@ -1026,29 +1041,29 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     level = {("relu", 2): 0.90, ("geglu", 2): 0.94, ("relu", 4): 0.92, ("geglu", 4): 0.95}
     path = mnist_log(tmp_path / "m.txt", level=level, collapse_lr=0.1, seeds=4)
     summary, md = run_main(tmp_path, path)
-    c = next(c for c in summary["mnist_comparisons"] if c["hidden"] == 2)
-    assert c["geglu_expected_test"] < c["relu_expected_test"] and c["p_geglu_better"] > 0.85
-    assert c["geglu_p_collapse"] == pytest.approx(1 / 16) and c["relu_p_collapse"] == 0
-    assert c["geglu_median_test"] > c["relu_median_test"]
+    c = next(c for c in summary["mnist_comparisons"] if c["model_hidden"] == 2)
+    assert c["model_expected_test"] < c["baseline_expected_test"] and c["p_better"] > 0.85
+    assert c["model_p_collapse"] == pytest.approx(1 / 16) and c["baseline_p_collapse"] == 0
+    assert c["model_median_test"] > c["baseline_median_test"]
     note = c["notes"][0]
-    assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
+    assert note.startswith("k=2, geglu h=2 vs relu h=2: geglu's search ends higher in") and "probability 6.2% against 0.0%" in note
     assert note in md  # beside the table, as its footnote
     # and under the figure that shows the means (mnist_k2.png), in short, from the cells as the figure
     # gets them: run_main's analysis again (summary.json leaves out their mean_against_wins)
     args = argparse.Namespace(seed=0, estimator="dodge", keep_nonfinite=False, k=[2], bootstrap=10, resamples=100,
-                              alpha=0.05)
+                              alpha=0.05, baseline=None)
     res = analyze.analyse_mnist([analyze.parse_log(path)], args, [])
     cells = res["comparisons"]
-    assert [(c["hidden"], c["notes"]) for c in cells] == [(c["hidden"], c["notes"]) for c in summary["mnist_comparisons"]]
-    c = next(c for c in cells if c["hidden"] == 2)
-    assert c["mean_against_wins"] == "geglu"
+    assert [(c["model_hidden"], c["notes"]) for c in cells] == [(c["model_hidden"], c["notes"]) for c in summary["mnist_comparisons"]]
+    c = next(c for c in cells if c["model_hidden"] == 2)
+    assert c["mean_against_wins"] == "model"
     caption = analyze.mean_against_wins_caption(c)
-    assert caption.startswith("h=2: the verdict is GeGLU better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
+    assert caption.startswith("geglu vs relu, h=2: the verdict is geglu better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
     for cell in cells:  # a caption exactly where the table has the note
-        explained = any(n.startswith(f"k={cell['k']}, h=") for n in cell["notes"])
+        explained = any(n.startswith(f"k={cell['k']}, ") for n in cell["notes"])
         assert (analyze.mean_against_wins_caption(cell) is not None) == explained
     # where mean and verdict agree, neither note nor caption
-    agree = dict(c, geglu_expected_test=c["relu_expected_test"] + 0.01)
+    agree = dict(c, model_expected_test=c["baseline_expected_test"] + 0.01)
     assert analyze.mean_against_wins(agree, res["pools"][("geglu", 2)], res["pools"][("relu", 2)], True) is None
     assert agree["mean_against_wins"] is None and analyze.mean_against_wins_caption(agree) is None
     # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
@@ -1149,7 +1164,7 @@ def test_estimator_flag_reaches_the_tables_and_figures(tmp_path):
         max(float(l.split("val_acc:")[1].split()[0]) for l in path.read_text().splitlines()
             if l.startswith("trial: model:geglu hidden:2 ")))  # k = N: the best trial, surely
     for c in summary["mnist_comparisons"]:
-        assert 0 <= c["p_geglu_better"] <= 1 and c["p_value"] is not None
+        assert 0 <= c["p_better"] <= 1 and c["p_value"] is not None
 
 
 # ---------------------------------------------------------------------------------------------
