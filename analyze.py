@@ -1080,7 +1080,8 @@ def plot_mnist(res, args, out):
     for ax in axes.flat:  # one legend for the figure: a panel may hold only one model
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8,
+    labels = [f"{m} {kind}" for m in models for kind in ("test", "val") if f"{m} {kind}" in handles]
+    fig.legend([handles[l] for l in labels], labels, loc="lower center", ncol=4, fontsize=8,
                bbox_to_anchor=(0.5, -0.02 - 0.025 * math.ceil(len(handles) / 4)))
     k1 = [(c["expected_test_p16"][0], c["expected_test_p84"][0]) for c in res["curves"].values()]
     fig.suptitle(f"Expected best-of-k ({estimator_name(args)}): validation accuracy of the best trial "
@@ -1119,7 +1120,7 @@ def plot_param_match(comparisons, res, args, colors, path):
                 for hb, hm in points:
                     sizes[hb].append(f"{m} {hm}")
             # a little apart, so that the bars of the models do not cover each other
-            x = [x_of[hb] * 2 ** (0.035 * (i - (len(models) - 1) / 2)) for hb, _ in points]
+            x = [x_of[hb] * 2 ** (0.06 * (i - (len(models) - 1) / 2)) for hb, _ in points]
             s = [stats[(m, hm)][k] for _, hm in points]
             ax.plot(x, [v["expected_test"] for v in s], marker="o", color=colors[m], label=m)
             interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s], colors[m])

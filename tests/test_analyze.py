@@ -920,19 +920,25 @@ def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
 
 
 def mnist_log(path, hidden=(2, 4), batch_sizes=(8, 64), lrs=(0.1, 0.01, 0.001, 0.0001), seeds=2, skip=(),
-              done="done: trials:{n} time:1.0s", source=FAKE_SOURCE, level=None, collapse_lr=None, rng_seed=0):
-    """One train_mnist_ffn.py log of the grid given; skip: trial keys (model, hidden, batch_size,
-    lr, seed) not written; lr inf trains to train_loss nan and chance accuracy, as the real script
-    does; collapse_lr: GeGLU trials of that lr collapse to chance (finite loss); done: None for a
-    killed run."""
+              done="done: trials:{n} time:1.0s", source=FAKE_SOURCE, level=None, collapse_lr=None, rng_seed=0,
+              matched=None):
+    """One train_mnist_ffn.py log of the grid given; level: {(model, hidden): accuracy}, its models
+    in the order of their first key (sizes beyond `hidden` are parameter-matched ones); matched:
+    {model: its matched sizes, one per size of hidden} (written as --param-match does); skip: trial
+    keys (model, hidden, batch_size, lr, seed) not written; lr inf trains to train_loss nan and
+    chance accuracy, as the real script does; collapse_lr: GeGLU trials of that lr collapse to
+    chance (finite loss); done: None for a killed run."""
     rng = np.random.default_rng(rng_seed)
     level = level or {("relu", 2): 0.60, ("geglu", 2): 0.70, ("relu", 4): 0.85, ("geglu", 4): 0.85}
-    records = [f"config: models:relu,geglu hidden:{','.join(map(str, hidden))} "
+    models = list(dict.fromkeys(m for m, _ in level))
+    match = "".join(f" matched_hidden_{m}:{','.join(map(str, sizes))}" for m, sizes in (matched or {}).items())
+    records = [f"config: models:{','.join(models)} hidden:{','.join(map(str, hidden))} "
                f"batch_sizes:{','.join(map(str, batch_sizes))} lrs:{','.join(map(repr, lrs))} "
                f"seeds:{','.join(map(str, range(seeds)))} epochs:1 train:48000 val:12000 test:10000 split_seed:42 "
-               f"init_std:0.02 data:mnist param_match:0 train_limit:0"]
+               f"init_std:0.02 data:mnist param_match:{int(bool(matched))}{match} train_limit:0"]
     n = 0
-    for model, h, bs, lr, seed in itertools.product(("relu", "geglu"), hidden, batch_sizes, lrs, range(seeds)):
+    cells = [(m, h) for m in models for h in hidden] + [key for key in level if key[1] not in hidden]
+    for (model, h), bs, lr, seed in itertools.product(cells, batch_sizes, lrs, range(seeds)):
         if (model, h, bs, lr, seed) in skip:
             continue
         acc = level[(model, h)] - {0.1: 0.2}.get(lr, 0.0) + rng.normal(0, 0.01)
@@ -978,6 +984,50 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
     assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
     assert "| notes |" not in md and all(c["notes"] == [] for c in summary["mnist_claim_check"])
+
+
+def test_a_third_model_gets_its_verdict_against_the_baseline(tmp_path):
+    """A log of relu, geglu and swiglu (a model added to MODELS), trained with --param-match: swiglu
+    gets its own verdicts against relu at equal hidden size and at the sizes the log matched."""
+    level = {("relu", 2): 0.60, ("geglu", 2): 0.70, ("swiglu", 2): 0.50, ("relu", 4): 0.85, ("geglu", 4): 0.85,
+             ("swiglu", 4): 0.85, ("geglu", 1): 0.45, ("swiglu", 1): 0.40}
+    path = mnist_log(tmp_path / "m.txt", level=level, seeds=4, matched={"geglu": (1, 2), "swiglu": (1, 2)})
+    out = tmp_path / "out"
+    assert analyze.main([str(path), "--out", str(out), "--k", "2", "--resamples", "200", "--bootstrap", "10"]) == 0
+    summary, md = json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+    assert summary["warnings"] == []
+    cells = {(c["model"], c["match"], c["baseline_hidden"]): c for c in summary["mnist_comparisons"]}
+    assert {c["baseline"] for c in cells.values()} == {"relu"}
+    assert set(cells) == {(m, match, h) for m in ("geglu", "swiglu") for match in ("hidden", "params") for h in (2, 4)}
+    assert cells[("swiglu", "hidden", 2)]["verdict"] == "relu better" and cells[("swiglu", "hidden", 2)]["p_better"] < 0.2
+    assert cells[("geglu", "hidden", 2)]["verdict"] == "geglu better"
+    assert cells[("swiglu", "hidden", 4)]["verdict"] == "no detectable difference"
+    # equal parameters: relu 2 (1588) ~ swiglu 1 (1578), relu 4 (3176) ~ swiglu 2 (3156), as the log says
+    eq = cells[("swiglu", "params", 2)]
+    assert (eq["model_hidden"], eq["model_params"], eq["baseline_params"]) == (1, 1578, 1588)
+    assert eq["verdict"] == "relu better"  # 0.40 against 0.60
+    # one Holm family over all 8 cells: the smallest p is multiplied by 8
+    smallest = min(summary["mnist_comparisons"], key=lambda c: c["p_value"])
+    assert smallest["p_adjusted"] == pytest.approx(min(1.0, 8 * smallest["p_value"]))
+    assert "| 2 | swiglu | 2 | " in md and "P(model>relu)" in md
+    verdicts = md.split("Verdict, each model against the baseline relu")[1]
+    assert next(l for l in verdicts.splitlines() if l.startswith("| 2 | swiglu | 2 | ")).endswith("| relu better |")
+    assert next(l for l in verdicts.splitlines() if l.startswith("| 2 | swiglu | 1 (1578) | 2 (1588) |")).endswith(
+        "| relu better |")
+    assert [(c["model"], c["agrees_with_claim"]) for c in summary["mnist_claim_check"]] == [("geglu", True), ("swiglu", False)]
+    assert {"mnist_p_better.png", "mnist_param_match.png"} <= {Path(f).name for f in summary["figures"]}
+    # Against geglu: relu and swiglu at equal hidden size; the log's sizes were matched to relu's
+    # counts, not geglu's, so no equal-parameter comparison, and a warning says why
+    summary, md = run_main(tmp_path, path, flags=["--baseline", "geglu"])
+    assert {(c["model"], c["baseline"], c["match"]) for c in summary["mnist_comparisons"]} == {
+        ("relu", "geglu", "hidden"), ("swiglu", "geglu", "hidden")}
+    assert any(w.startswith("swiglu's parameter-matched sizes in the log are not matched to geglu's counts")
+               for w in summary["warnings"])
+    assert "P(model>geglu)" in md
+    # a baseline that is in no log: no comparison, and a warning that names the models there are
+    summary, _ = run_main(tmp_path, path, flags=["--baseline", "bilinear"])
+    assert summary["mnist_comparisons"] == [] and any(
+        w.startswith("no bilinear trials in the MNIST logs (models: relu, geglu, swiglu)") for w in summary["warnings"])
 
 
 def test_describe_missing_slices_then_single_trials():
