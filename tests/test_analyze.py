@@ -923,7 +923,7 @@ def mnist_log(path, hidden=(2, 4), batch_sizes=(8, 64), lrs=(0.1, 0.01, 0.001, 0
               done="done: trials:{n} time:1.0s", source=FAKE_SOURCE, level=None, collapse_lr=None, rng_seed=0,
               matched=None):
     """One train_mnist_ffn.py log of the grid given; level: {(model, hidden): accuracy}, its models
-    in the order of their first key (sizes beyond `hidden` are parameter-matched ones); matched:
+    in the order of their first key; matched:
     {model: its matched sizes, one per size of hidden} (written as --param-match does); skip: trial
     keys (model, hidden, batch_size, lr, seed) not written; lr inf trains to train_loss nan and
     chance accuracy, as the real script does; collapse_lr: GeGLU trials of that lr collapse to
@@ -937,7 +937,8 @@ def mnist_log(path, hidden=(2, 4), batch_sizes=(8, 64), lrs=(0.1, 0.01, 0.001, 0
                f"seeds:{','.join(map(str, range(seeds)))} epochs:1 train:48000 val:12000 test:10000 split_seed:42 "
                f"init_std:0.02 data:mnist param_match:{int(bool(matched))}{match} train_limit:0"]
     n = 0
-    cells = [(m, h) for m in models for h in hidden] + [key for key in level if key[1] not in hidden]
+    cells = [(m, h) for m in models for h in hidden] + [
+        (m, h) for m, sizes in (matched or {}).items() for h in dict.fromkeys(sizes) if h not in hidden]
     for (model, h), bs, lr, seed in itertools.product(cells, batch_sizes, lrs, range(seeds)):
         if (model, h, bs, lr, seed) in skip:
             continue
