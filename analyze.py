@@ -1704,12 +1704,30 @@ def group_colors(groups):
 
 
 def plot_gpt(res, args, out):
+    """The GPT figures; a figure that would show one bar or one point, with nothing to compare it
+    with, is not drawn, and res["figure_notes"] says so (summary.md lists it under the figures)."""
     groups, colors = res["groups"], group_colors(res["groups"])
-    files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out),
-             plot_step_time(res["rows"], colors, out)]
+    res["figure_notes"] = []
+    files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out)]
+    if len(res["rows"]) > 1:
+        files.append(plot_step_time(res["rows"], colors, out))
+    else:
+        res["figure_notes"].append(f"gpt_step_time.png not drawn: one group ({res['rows'][0]['label']}), no other bar to "
+                                   f"compare its step time and memory with; they are in the GPT table")
     order = plot_run_order(res, colors, out)
+    if not order:
+        res["figure_notes"].append("gpt_run_order.png not drawn: no comparison or machine has two finished runs "
+                                   "with a start time, so there is no order to see a drift in")
     difference = plot_val_loss_difference(res, colors, out)
     return files + [f for f in (order, difference) if f]
+
+
+def last_untimed(t):
+    """Index of the last point at training time 0. The first steps are untimed (warm-up): every
+    validation point among them sits at t = 0, and drawn against time they make a vertical drop
+    there; a time axis starts at this point instead."""
+    zero = np.flatnonzero(np.asarray(t) <= 0)
+    return int(zero[-1]) if len(zero) else 0
 
 
 def plot_val_loss(groups, colors, args, out):
@@ -1721,7 +1739,8 @@ def plot_val_loss(groups, colors, args, out):
     scale, unit = next((s, u) for s, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"), (1, ""))
                        if most_tokens >= s or s == 1)
     axis_x = (("step", lambda r: r["val_step"], lambda c: c["step"]),
-              ("training time (s; validation and the first 10 steps untimed)", lambda r: r["val_time_ms"] / 1000,
+              ("training time (s; validation and the first 10 steps untimed,\nso the curve starts at the last "
+               "point at 0 s)", lambda r: r["val_time_ms"] / 1000,
                lambda c: c["time_ms"].mean(axis=0) / 1000),
               (f"training tokens ({unit})" if unit else "training tokens", lambda r: r["val_tokens"] / scale,
                lambda c: c["tokens"].mean(axis=0) / scale))
@@ -1732,9 +1751,10 @@ def plot_val_loss(groups, colors, args, out):
         for col, (_, run_x, curve_x) in enumerate(axis_x):
             for r in g["runs"]:
                 x_max[col] = max(x_max[col], float(np.nanmax(run_x(r), initial=0)))
+                start = last_untimed(run_x(r)) if col == 1 else 0
                 for ax in axes[:, col]:
-                    ax.plot(run_x(r), r["val_loss"], color=color, lw=0.8, alpha=0.3 if r["finished"] else 0.7,
-                            ls="-" if r["finished"] else "--")
+                    ax.plot(run_x(r)[start:], r["val_loss"][start:], color=color, lw=0.8,
+                            alpha=0.3 if r["finished"] else 0.7, ls="-" if r["finished"] else "--")
                     if not r["finished"] and len(r["val_loss"]):  # where it stopped
                         ax.plot(run_x(r)[-1:], r["val_loss"][-1:], color=color, marker="x", ms=6, alpha=0.8)
             if curves is None:
@@ -1743,11 +1763,12 @@ def plot_val_loss(groups, colors, args, out):
                                     f"{g['label']}: no finished run ({len(g['runs'])} unfinished)"))
                 continue
             mean, x = curves["loss"].mean(axis=0), curve_x(curves)
+            start = last_untimed(x) if col == 1 else 0
             for ax in axes[:, col]:
-                line, = ax.plot(x, mean, color=color, lw=1.8)
+                line, = ax.plot(x[start:], mean[start:], color=color, lw=1.8)
                 if len(finished) > 1:
                     sd = curves["loss"].std(axis=0, ddof=1)
-                    ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+                    ax.fill_between(x[start:], (mean - sd)[start:], (mean + sd)[start:], color=color, alpha=0.2, lw=0)
             if col == 0:
                 unfinished = len(g["runs"]) - len(finished)
                 handles.append((line, f"{g['label']}: mean of {len(finished)} run{'s' * (len(finished) != 1)}"
@@ -1900,7 +1921,7 @@ def plot_run_order(res, colors, out):
         machines = sorted({(str(r["gpu"]), str(r["world_size"])) for r in timed(res["runs"])})
         panels = [(f"{'CPU' if m[0] == 'none' else 'GPU ' + m[0]} x {m[1]}", [r for r in timed(res["runs"]) if (str(r["gpu"]), str(r["world_size"])) == m])
                   for m in machines]
-    panels = [(title, rs) for title, rs in panels if rs]
+    panels = [(title, rs) for title, rs in panels if len(rs) > 1]  # one point shows no order
     if not panels:
         return None
     ncols = min(3, len(panels))
@@ -2378,10 +2399,12 @@ def main(argv=None):
     if gpt:
         parts += ["", gpt_markdown(gpt, args)]
     parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none (--no-figures)")]
+    parts += [f"- {note}" for note in (gpt or {}).get("figure_notes", [])]
     text = "\n".join(parts) + "\n"
     (out / "summary.md").write_text(text)
     summary = summary_json(mnist, gpt, args, [l["path"] for l in logs], warnings)
     summary["figures"] = figures
+    summary["figure_notes"] = (gpt or {}).get("figure_notes", [])  # figures not drawn, and why
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(text)
     for w in warnings:  # last on screen too, where a terminal shows them after the tables

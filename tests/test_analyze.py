@@ -906,6 +906,53 @@ def test_cpu_memory_from_max_rss(tmp_path):
     assert "| 346 (rss) |" in (out / "summary.md").read_text()
 
 
+def test_a_single_run_draws_no_lonely_bar_or_point_and_its_time_axis_starts_timed(tmp_path):
+    """The CI smoke run's shape (40 steps, validation every 10): one run, so no step-time bar or
+    run-order point with nothing beside it (summary.md says why); its validation points at steps 0
+    and 10 both sit at train_time 0 (the first 10 steps are untimed), and the time axis starts at
+    the second (step 10), not with a vertical drop from step 0."""
+    path = gpt_log(tmp_path / "smoke.txt", steps=40, val_every=10, gpu="none", world_size=1, cpu=True)
+    out = tmp_path / "out"
+    assert analyze.main([str(path), "--out", str(out)]) == 0
+    summary, md = json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+    assert sorted(Path(f).name for f in summary["figures"]) == ["gpt_train_loss.png", "gpt_val_loss.png"]
+    assert not (out / "gpt_step_time.png").exists() and not (out / "gpt_run_order.png").exists()
+    assert len(summary["figure_notes"]) == 2
+    for note in summary["figure_notes"]:
+        assert f"- {note}" in md
+    assert summary["figure_notes"][0].startswith("gpt_step_time.png not drawn: one group (relu2)")
+    run = analyze.gpt_run(analyze.parse_log(path), 3.28, [])
+    assert list(run["val_step"][:3]) == [0, 10, 20] and list(run["val_time_ms"][:2]) == [0, 0]
+    assert analyze.last_untimed(run["val_time_ms"]) == 1  # step 10: the last point at 0 s
+    assert analyze.last_untimed([0.0, 125.0, 250.0]) == 0 and analyze.last_untimed([]) == 0
+    # a second run (another MLP) gives both figures something to compare
+    gpt_log(tmp_path / "swiglu.txt", mlp="swiglu_thin", steps=40, val_every=10, gpu="none", world_size=1, cpu=True,
+            started="2026-01-01T01:00:00Z")
+    assert analyze.main([str(path), str(tmp_path / "swiglu.txt"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"gpt_step_time.png", "gpt_run_order.png"} <= {Path(f).name for f in summary["figures"]}
+    assert summary["figure_notes"] == []
+
+
+def test_gpt_baseline_flag_picks_the_group_the_others_are_compared_with(tmp_path):
+    """Three MLPs (as MLPS can hold): each non-baseline group is compared with the --baseline's group."""
+    for i, (mlp, loss) in enumerate((("relu2", 3.25), ("swiglu_thin", 3.27), ("geglu", 3.26))):
+        for seed in range(2):
+            gpt_log(tmp_path / f"{mlp}-{seed}.txt", mlp, seed, loss + 0.001 * seed, 100.0 + i, hours(3 * seed + i))
+    summary, md = run_main(tmp_path, *sorted(tmp_path.glob("*.txt")))
+    rows = {r["mlp"]: r for r in summary["gpt"]}
+    assert [r["mlp"] for r in summary["gpt"]][0] == "relu2"  # the baseline first
+    assert rows["relu2"]["baseline"] is None and rows["swiglu_thin"]["baseline"] == rows["geglu"]["baseline"] == "relu2"
+    assert rows["geglu"]["final_val_loss_change"] == pytest.approx(0.01)
+    assert "Against the relu2 group" in md
+    summary, md = run_main(tmp_path, *sorted(tmp_path.glob("*.txt")), flags=["--baseline", "geglu"])
+    rows = {r["mlp"]: r for r in summary["gpt"]}
+    assert [r["mlp"] for r in summary["gpt"]][0] == "geglu" and rows["geglu"]["baseline"] is None
+    assert rows["relu2"]["baseline"] == rows["swiglu_thin"]["baseline"] == "geglu"
+    assert rows["relu2"]["final_val_loss_change"] == pytest.approx(-0.01)
+    assert "Against the geglu group" in md
+
+
 def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
     gpt_log(tmp_path / "a.txt", seed=0, started=hours(0))
     gpt_log(tmp_path / "b.txt", seed=1, started=hours(1), source=FAKE_SOURCE + ["# an edit"])
