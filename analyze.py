@@ -2366,6 +2366,13 @@ def main(argv=None):
               f"(python train_mnist_ffn.py) or pass log files", file=sys.stderr)
         return 2
 
+    known = sorted({t["model"] for l in logs for t in l["trials"]} | {l["config"].get("mlp", GPT_BASELINE)
+                                                                       for l in logs if l["kind"] == "gpt"})
+    if args.baseline is not None and args.baseline not in known:
+        print(f"analyze.py: error: --baseline {args.baseline}: no log read holds that model; give one of "
+              f"{', '.join(known)}", file=sys.stderr)
+        return 2
+
     out = Path(args.out)
     made = not out.exists()
     try:  # before the analysis, so that a typo in --out costs nothing

@@ -1034,7 +1034,7 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     assert "| notes |" not in md and all(c["notes"] == [] for c in summary["mnist_claim_check"])
 
 
-def test_a_third_model_gets_its_verdict_against_the_baseline(tmp_path):
+def test_a_third_model_gets_its_verdict_against_the_baseline(tmp_path, capsys):
     """A log of relu, geglu and swiglu (a model added to MODELS), trained with --param-match: swiglu
     gets its own verdicts against relu at equal hidden size and at the sizes the log matched."""
     level = {("relu", 2): 0.60, ("geglu", 2): 0.70, ("swiglu", 2): 0.50, ("relu", 4): 0.85, ("geglu", 4): 0.85,
@@ -1072,10 +1072,17 @@ def test_a_third_model_gets_its_verdict_against_the_baseline(tmp_path):
     assert any(w.startswith("swiglu's parameter-matched sizes in the log are not matched to geglu's counts")
                for w in summary["warnings"])
     assert "P(model>geglu)" in md
-    # a baseline that is in no log: no comparison, and a warning that names the models there are
-    summary, _ = run_main(tmp_path, path, flags=["--baseline", "bilinear"])
+    # a baseline that no log holds: one line, before any work, that names the models there are
+    capsys.readouterr()
+    assert analyze.main([str(path), "--out", str(tmp_path / "none"), "--baseline", "bilinear"]) == 2
+    assert capsys.readouterr().err == ("analyze.py: error: --baseline bilinear: no log read holds that model; give "
+                                       "one of geglu, relu, swiglu\n")
+    assert not (tmp_path / "none").exists()
+    # one that only the GPT logs hold leaves MNIST without comparisons, and says so
+    gpt_log(tmp_path / "gpt.txt", "swiglu_thin")
+    summary, _ = run_main(tmp_path, path, tmp_path / "gpt.txt", flags=["--baseline", "swiglu_thin"])
     assert summary["mnist_comparisons"] == [] and any(
-        w.startswith("no bilinear trials in the MNIST logs (models: relu, geglu, swiglu)") for w in summary["warnings"])
+        w.startswith("no swiglu_thin trials in the MNIST logs (models: relu, geglu, swiglu)") for w in summary["warnings"])
 
 
 def test_describe_missing_slices_then_single_trials():
