@@ -1572,7 +1572,8 @@ def analyse_gpt(logs, args, warnings):
                         f"no comparisons; --baseline names the MLP the others are compared with")
     order = sorted(range(len(rows)), key=lambda i: (rows[i]["mlp"] != baseline, rows[i]["label"]))
     runs.sort(key=lambda r: (r["started"] is None, r["started"] or 0, r["path"]))
-    return dict(groups=[groups[i] for i in order], rows=[rows[i] for i in order], runs=runs, settings=settings)
+    return dict(groups=[groups[i] for i in order], rows=[rows[i] for i in order], runs=runs, settings=settings,
+                baseline=baseline)
 
 
 def group_row(g, groups, args, warnings, rng):
@@ -2131,7 +2132,7 @@ def gpt_markdown(res, args):
                         f"time to {L}", f"tokens to {L}"], group_rows, [r["group_notes"] for r in rows])]
     compared = [r for r in rows if r["baseline"]]
     if compared:
-        out += ["", f"Against the {args.baseline or GPT_BASELINE} group of the same configuration: change of the means, Welch t-test "
+        out += ["", f"Against the {res['baseline']} group of the same configuration: change of the means, Welch t-test "
                 "p-values (two-sided) on step_avg and on the final validation loss; whether both ran on the "
                 "same GPU model and count with the same torch and CUDA (else the step times are not like for "
                 "like), and the order the runs were started in (c: this group, b: the baseline):", "",
@@ -2239,6 +2240,7 @@ def summary_json(mnist, gpt, args, files, warnings):
         summary["mnist_claim_check"] = mnist["claim"]
         summary["mnist_missing_trials"] = mnist["missing"]
     if gpt:
+        summary["gpt_baseline"] = gpt["baseline"]
         summary["gpt"] = gpt["rows"]
         summary["gpt_runs"] = [{k: r[k] for k in RUN_JSON_KEYS} for r in gpt["runs"]]
     return jsonable(summary)

@@ -950,7 +950,7 @@ def test_gpt_baseline_flag_picks_the_group_the_others_are_compared_with(tmp_path
     assert [r["mlp"] for r in summary["gpt"]][0] == "geglu" and rows["geglu"]["baseline"] is None
     assert rows["relu2"]["baseline"] == rows["swiglu_thin"]["baseline"] == "geglu"
     assert rows["relu2"]["final_val_loss_change"] == pytest.approx(-0.01)
-    assert "Against the geglu group" in md
+    assert "Against the geglu group" in md and summary["gpt_baseline"] == "geglu"
 
 
 def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
