@@ -1085,6 +1085,35 @@ def test_a_third_model_gets_its_verdict_against_the_baseline(tmp_path, capsys):
         w.startswith("no swiglu_thin trials in the MNIST logs (models: relu, geglu, swiglu)") for w in summary["warnings"])
 
 
+@pytest.mark.slow
+def test_real_param_match_run_gets_every_model_compared(tmp_path, mnist_dir, repo_root):
+    """A real `train_mnist_ffn.py --param-match` run (tiny: 512 training images): every model of its
+    MODELS list is compared with relu at each hidden size, and at the sizes its config: record names
+    as matched (matched_hidden_<model>, or matched_hidden for GeGLU in logs before those keys), with
+    the parameter counts of its trial lines."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(repo_root / "train_mnist_ffn.py"), "--param-match", "--hidden", "2,4",
+                    "--batch-sizes", "64", "--seeds", "2", "--train-limit", "512", "--workers", "1",
+                    "--data-dir", str(mnist_dir), "--log-dir", str(tmp_path / "logs")], check=True, capture_output=True)
+    (log,) = (tmp_path / "logs").glob("mnist-*.txt")
+    config = analyze.parse_log(log)["config"]
+    models = config["models"].split(",")
+    matched = {m: [int(h) for h in config[key].split(",")] for m, key in analyze.matched_hidden_keys(config).items()}
+    assert matched and set(matched) <= set(models)
+    summary, md = run_main(tmp_path, log)
+    got = {(c["model"], c["match"], c["baseline_hidden"]): c for c in summary["mnist_comparisons"]}
+    want = {(m, "hidden", h) for m in models if m != "relu" for h in (2, 4)}
+    want |= {(m, "params", h) for m, sizes in matched.items() if m != "relu" for h in (2, 4)}
+    assert set(got) == want
+    params = {(t["model"], t["hidden"]): t["params"] for t in analyze.parse_log(log)["trials"]}
+    for m, sizes in matched.items():
+        for h, hm in zip((2, 4), sizes):
+            c = got[(m, "params", h)]
+            assert (c["model_hidden"], c["model_params"], c["baseline_params"]) == (hm, params[(m, hm)], params[("relu", h)])
+    assert all(c["verdict"] for c in got.values()) and "Equal parameter count" in md
+
+
 def test_describe_missing_slices_then_single_trials():
     grid = set(itertools.product(("relu", "geglu"), (2, 4), (8, 64), (0.1, 0.01), range(2), (1,)))
     missing = {t for t in grid if t[0] == "geglu" and t[2] == 64} | {("relu", 2, 8, 0.1, 1, 1)}
