@@ -1174,15 +1174,14 @@ def plot_p_better(comparisons, res, args, path):
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(models):]:
         ax.axis("off")
-    handles = [matplotlib.lines.Line2D([], [], color=k_colors(i % 10), marker="o", ls="none", label=f"k = {k}")
-               for i, k in enumerate(args.k)]
-    handles += [matplotlib.lines.Line2D([], [], color="black", marker="o", ls="none",
-                                        label=f"filled: significant after Holm (p < {args.alpha})"),
-                matplotlib.lines.Line2D([], [], color="black", marker="o", mfc="white", ls="none",
-                                        label="open: not significant after Holm")]
-    ncol = len(handles) if ncols > 1 else 3
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8,
-               bbox_to_anchor=(0.5, -0.02 - 0.035 * math.ceil(len(handles) / ncol)))
+    axes.flat[0].legend(handles=[matplotlib.lines.Line2D([], [], color=k_colors(i % 10), marker="o", ls="none",
+                                                         label=f"k = {k}") for i, k in enumerate(args.k)],
+                        fontsize=8, loc="best")
+    fig.legend(handles=[matplotlib.lines.Line2D([], [], color="black", marker="o", ls="none",
+                                                label=f"filled: significant after Holm (p < {args.alpha})"),
+                        matplotlib.lines.Line2D([], [], color="black", marker="o", mfc="white", ls="none",
+                                                label="open: not significant after Holm")],
+               loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.06 / nrows))
     n = len(res["comparisons"])
     fig.suptitle(f"P(model > {res['baseline']}), best-of-k test accuracy, equal hidden size; "
                  f"{estimator_name(args)};\nbars: 95% interval from resampling seeds; Holm's correction over all "
