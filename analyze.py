@@ -2087,6 +2087,9 @@ def mnist_markdown(res, args):
         out += ["", f"Equal parameter count: each size of {base} against the model's size the training log "
                 f"names as parameter-matched (matched_hidden_<model>; parameter counts from the trial lines); "
                 f"{family}:", "", comparison_table(matched, True)]
+    elif same:
+        out += ["", "Equal parameter count: not compared, no log names parameter-matched sizes "
+                "(matched_hidden_<model>; `train_mnist_ffn.py --param-match` trains and names them)."]
     return "\n".join(out)
 
 

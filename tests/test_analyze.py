@@ -1031,6 +1031,9 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     # the same run finished (a complete grid with done:) has no such warning or note
     summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
     assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
+    # a log of param_match:0 names no matched sizes: no equal-parameter table, and summary.md says why
+    assert {c["match"] for c in summary["mnist_comparisons"]} == {"hidden"}
+    assert "Equal parameter count: not compared, no log names parameter-matched sizes" in md
     assert "| notes |" not in md and all(c["notes"] == [] for c in summary["mnist_claim_check"])
 
 
