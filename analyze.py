@@ -7,11 +7,13 @@ MNIST logs are a POOL of trials (every model x hidden size x batch size x lr x s
 search of budget k is simulated from the pool: exactly, with Dodge et al.'s expected best-of-k
 (draws with replacement; or, with --estimator tang, Tang et al.'s unbiased estimator for k
 distinct trials), and by bootstrap (the original study's figure, with error bars that now hold
-the variance of the search, not only of the test set). The verdict per (k, hidden size) is
-P(GeGLU > ReLU) for the test accuracy of the validation-selected best of k, with a 95% interval
-from resampling SEEDS (GeGLU and ReLU trials of one seed share their data order, so they are
-resampled together) and a p-value from a permutation test that swaps the model labels of paired
-trials, Holm-corrected across all the comparisons.
+the variance of the search, not only of the test set). Every model is compared with a baseline
+(--baseline, default relu): the verdict per (model, k, hidden size) is P(model > baseline) for
+the test accuracy of the validation-selected best of k, with a 95% interval from resampling SEEDS
+(the trials of one seed share their data order, so every model's are resampled together) and a
+p-value from a permutation test that swaps the model labels of paired trials; the same at equal
+parameter count for each model whose log names its matched sizes (matched_hidden_<model>);
+Holm-corrected across all the comparisons made.
 
 GPT logs are grouped by configuration (the config: record minus the seed, plus the GPU and
 world size); runs that differ only by seed are replicates, runs of a group that share their seed
@@ -19,7 +21,8 @@ are one measurement (the first finished one counts; a warning names the others),
 log is one run. Per
 group: step time, final validation loss, peak memory, tokens, time and tokens to a target loss,
 and the speedrun's record rule (mean final loss below the target by a one-sided t-test at
-p < 0.01, and how many runs would pass it). Against the matching relu2 group: the changes with
+p < 0.01, and how many runs would pass it). Against the matching group of the baseline MLP
+(--baseline, default relu2): the changes with
 Welch t-tests (numpy only), whether both ran on the same GPU model and software and in
 interleaved order, and the step and time difference at equal loss with a seed-bootstrap
 interval. Logs of the original modded-nanogpt scripts (step lines only) are read too.
@@ -58,15 +61,12 @@ import matplotlib.ticker
 
 HEADER_RULE = "=" * 100          # the two lines that enclose the script's source and environment
 RECORD_BATCH_TOKENS = 512 * 1024  # the ModernArch record's batch: 512 sequences x 1024 tokens
-MODEL_NAMES = {"relu": "FFN_ReLU", "geglu": "FFN_GeGLU"}
-MODEL_SHORT_NAMES = {"geglu": "GeGLU", "relu": "ReLU"}  # as the verdicts and notes spell them
-MODEL_COLORS = {"geglu": "tab:blue", "relu": "tab:orange"}
-PARAMS_PER_HIDDEN = {"relu": 784 + 10, "geglu": 2 * 784 + 10}  # 794h and 1578h (no biases)
-PARAM_MATCH_TOLERANCE = 0.10  # a GeGLU size counts as "equal parameters" within 10% of ReLU's
+MNIST_BASELINE, GPT_BASELINE = "relu", "relu2"  # --baseline's defaults: the plain MLP of each study
 BAND = (0.16, 0.84)  # error bars and bands: the central 68% of a search's outcomes, inside [0, 1]
 COLLAPSE_BELOW = 0.2  # a search whose chosen trial tests below this has collapsed (chance: 0.1)
 # MNIST config keys that only widen the pool (more sizes, more seeds): logs that differ in these
 # alone may be pooled; any other difference means another search space.
+# (matched_hidden_<model> keys too: see is_scope_key)
 MNIST_SCOPE_KEYS = {"models", "hidden", "matched_hidden", "param_match", "seeds"}
 # Differ between replicates, or change neither what a run computes nor its train_time (checkpoint
 # writes are not timed): a run with --save-every is a replicate of one without, and a resumed run
@@ -78,7 +78,7 @@ GPT2_VOCAB = 50257  # GPT-2's tokenizer; train_gpt.py pads the embedding to 5030
 NO_TARGET = "n/a (no target for this data)"
 # What a statistic that needs two independent runs says with fewer (sd, t, p, the record rule)
 FEWER_THAN_2 = "n/a: fewer than 2 independent runs"
-# Keys that follow from the MLP choice: a group and its relu2 baseline may differ in these only.
+# Keys that follow from the MLP choice: a group and its baseline may differ in these only.
 GPT_MLP_KEYS = {"mlp", "mlp_hidden", "params", "muon_params", "muon_matrices"}
 MAX_CURVE_POINTS = 400  # k values on the exact curve when a pool has more than 1000 trials
 MAX_RUNS_NEEDED = 10 ** 7  # "runs needed" beyond this is reported as not reachable
@@ -567,12 +567,21 @@ def runs_test_p(order):
 # ----------------------------------------------------------------------------------------------
 # MNIST: the pool of trials
 
-def model_name(model):
-    return MODEL_NAMES.get(model, f"FFN_{model}")
-
-
 def cell_name(model, hidden):
-    return f"{model_name(model)} h={hidden}"
+    return f"{model} h={hidden}"  # a model is named by its key in MODELS of train_mnist_ffn.py
+
+
+def matched_hidden_keys(config):
+    """{model: the config: key that lists its parameter-matched hidden sizes}: matched_hidden_<model>,
+    and matched_hidden alone in logs written before there were more than two models (GeGLU's)."""
+    keys = {k[len("matched_hidden_"):]: k for k in config if k.startswith("matched_hidden_")}
+    if "matched_hidden" in config:
+        keys.setdefault("geglu", "matched_hidden")
+    return keys
+
+
+def is_scope_key(key):
+    return key in MNIST_SCOPE_KEYS or key.startswith("matched_hidden_")
 
 
 def trial_key(t, epochs=None):
@@ -582,17 +591,17 @@ def trial_key(t, epochs=None):
 
 
 def grid_of(config):
-    """The set of trial keys a train_mnist_ffn.py config: record promises (with param_match, GeGLU
-    also at the matched_hidden sizes); None when the record does not say."""
+    """The set of trial keys a train_mnist_ffn.py config: record promises (with param_match, each
+    model also at the sizes its matched_hidden_<model> key lists); None when the record does not say."""
     try:
         ints = lambda key: [int(v) for v in config[key].split(",") if v]
         models = config["models"].split(",")
         hidden, batch_sizes, seeds, epochs = ints("hidden"), ints("batch_sizes"), ints("seeds"), int(config["epochs"])
         lrs = [float(v) for v in config["lrs"].split(",")]
-        matched = [int(v) for v in config.get("matched_hidden", "").split(",") if v]
+        matched = {m: [int(v) for v in config[key].split(",") if v] for m, key in matched_hidden_keys(config).items()}
     except (KeyError, ValueError):
         return None
-    sizes = {m: hidden + ([h for h in matched if h not in hidden] if m == "geglu" else []) for m in models}
+    sizes = {m: hidden + [h for h in dict.fromkeys(matched.get(m, [])) if h not in hidden] for m in models}
     return {(m, h, bs, lr, s, epochs) for m in models for h in sizes[m] for bs in batch_sizes for lr in lrs
             for s in seeds}
 
@@ -656,7 +665,7 @@ def check_mnist_logs(logs, warnings, notes):
         keys = sorted(k for k in set().union(*(l["config"] for l in distinct))
                       if len({l["config"].get(k) for l in distinct}) > 1)
         files = ", ".join(Path(l["path"]).name for l in distinct)
-        if set(keys) - MNIST_SCOPE_KEYS:
+        if not all(is_scope_key(k) for k in keys):
             warnings.append(f"MNIST logs of different grids pooled ({files}): their config: records differ "
                             f"in {', '.join(keys)}")
         if len({l["code"] for l in distinct}) > 1:
@@ -668,7 +677,7 @@ def check_mnist_logs(logs, warnings, notes):
 def study_signature(log):
     """What must agree between logs whose trials share a pool: the config: record apart from the
     keys that only widen the pool, and the code."""
-    return (tuple(sorted((k, v) for k, v in log["config"].items() if k not in MNIST_SCOPE_KEYS)), log["code"])
+    return (tuple(sorted((k, v) for k, v in log["config"].items() if not is_scope_key(k))), log["code"])
 
 
 def build_pools(logs, warnings, keep_nonfinite=True):
@@ -735,8 +744,8 @@ def build_pools(logs, warnings, keep_nonfinite=True):
         pools.setdefault((t["model"], t["hidden"]), []).append(t)
     out = {}
     for (model, hidden), ts in sorted(pools.items()):
-        params = np.nanmedian([t["params"] for t in ts]) if any(
-            not math.isnan(t["params"]) for t in ts) else PARAMS_PER_HIDDEN.get(model, math.nan) * hidden
+        # the count the trainer logged (a log without params: leaves it unknown, never guessed)
+        params = np.nanmedian([t["params"] for t in ts]) if any(not math.isnan(t["params"]) for t in ts) else math.nan
         out[(model, hidden)] = dict(
             model=model, hidden=hidden, params=float(params),
             val=np.array([t["val_acc"] for t in ts]), test=np.array([t["test_acc"] for t in ts]),
@@ -770,7 +779,7 @@ def resampling_work(mnist_logs, gpt_logs, args):
     per_k = sum(args.k) if args.estimator == "dodge" else len(args.k) * max(cells.values(), default=0)
     work = args.bootstrap * per_k * len(cells)
     biggest = max(cells.values(), default=0)
-    for n in cells.values():  # each pool is in at most two comparisons (equal size, equal parameters)
+    for n in cells.values():  # a model's pool is in at most two comparisons with the baseline (equal size, equal parameters)
         work += 2 * 2 * args.resamples * len(args.k) * (n + biggest)
     for log in gpt_logs:
         work += 2 * args.resamples * sum(1 for s in log["steps"] if s["val_loss"] is not None)
@@ -829,7 +838,7 @@ def compare_pools(a, b, ks, resamples, rng, replace=True):
             lo = hi = math.nan  # one seed: nothing to resample
         else:
             lo, hi = np.percentile(boot, [2.5, 97.5])
-        results.append(dict(k=int(k), p_geglu_better=point, ci95=[float(lo), float(hi)],
+        results.append(dict(k=int(k), p_better=point, ci95=[float(lo), float(hi)],
                             seeds=int(len(seeds))))
     for r, p, n_pairs in zip(results, *permutation_test(a, b, ks, points, resamples, rng, replace)):
         r.update(p_value=p, pairs=n_pairs)
@@ -872,37 +881,39 @@ def permutation_test(a, b, ks, observed, permutations, rng, replace=True):
 
 
 def add_verdicts(comparisons, alpha):
+    """p_adjusted (Holm over every comparison given: one family) and the verdict of each."""
     adjusted = holm([c["p_value"] for c in comparisons])
     for c, adj in zip(comparisons, adjusted):
         c["p_adjusted"] = float(adj)
-        if math.isnan(c["p_geglu_better"]):
+        if math.isnan(c["p_better"]):
             c["verdict"] = "not testable (k exceeds the pool)"
         elif math.isnan(adj):
             c["verdict"] = "not testable (fewer than 2 paired trials)"
         elif adj < alpha:
-            c["verdict"] = "GeGLU better" if c["p_geglu_better"] > 0.5 else "ReLU better"
+            c["verdict"] = f"{c['model'] if c['p_better'] > 0.5 else c['baseline']} better"
         else:
             c["verdict"] = "no detectable difference"
 
 
-def mean_against_wins(c, geglu, relu, replace):
+def mean_against_wins(c, model_pool, baseline_pool, replace):
     """Where the verdict names a winner whose mean E[test] is the lower one (P > 1/2 but E[test]
     lower, or the reverse), a note saying why: P counts how often one search ends higher, the mean also
     weighs by how much, so a side that wins most pairs can lose on the mean through rare
     collapses (searches whose k draws all hit a diverging learning rate). Adds the medians
-    and the collapse probabilities to c, and c["mean_against_wins"]: that winner ("geglu" or
-    "relu"), or None; the figure's caption (mean_against_wins_caption) is made from these."""
-    for name, pool in (("geglu", geglu), ("relu", relu)):
+    and the collapse probabilities to c (model_* and baseline_*), and c["mean_against_wins"]: the
+    winner's side ("model" or "baseline"), or None; the figure's caption (mean_against_wins_caption)
+    is made from these."""
+    for side, pool in (("model", model_pool), ("baseline", baseline_pool)):
         w = selection_weights(pool["val"], c["k"], replace=replace)
-        c[f"{name}_median_test"] = float(weighted_quantiles(w, pool["test"], [0.5])[0])
-        c[f"{name}_p_collapse"] = float(w @ (pool["test"] < COLLAPSE_BELOW))
-    gap, wins = c["geglu_expected_test"] - c["relu_expected_test"], c["p_geglu_better"] - 0.5
+        c[f"{side}_median_test"] = float(weighted_quantiles(w, pool["test"], [0.5])[0])
+        c[f"{side}_p_collapse"] = float(w @ (pool["test"] < COLLAPSE_BELOW))
+    gap, wins = c["model_expected_test"] - c["baseline_expected_test"], c["p_better"] - 0.5
     c["mean_against_wins"] = None
-    if not (gap * wins < 0 and c["verdict"] in ("GeGLU better", "ReLU better")):
+    if not (gap * wins < 0 and c["verdict"].endswith(" better")):
         return None  # they agree, or the verdict names no winner that the mean could contradict
-    winner, loser = (("geglu", "relu") if wins > 0 else ("relu", "geglu"))
+    winner, loser = (("model", "baseline") if wins > 0 else ("baseline", "model"))
     c["mean_against_wins"] = winner
-    text = (f"{MODEL_SHORT_NAMES[winner]}'s search ends higher in {max(c['p_geglu_better'], 1 - c['p_geglu_better']):.0%} "
+    text = (f"{c[winner]}'s search ends higher in {max(c['p_better'], 1 - c['p_better']):.0%} "
             f"of pairs (median test accuracy {c[winner + '_median_test']:.3f} against "
             f"{c[loser + '_median_test']:.3f}) yet has the lower mean E[test]: ")
     if c[f"{winner}_p_collapse"] > c[f"{loser}_p_collapse"]:
@@ -920,9 +931,10 @@ def mean_against_wins_caption(c):
     if not c["mean_against_wins"]:
         return None
     w = c["mean_against_wins"]
-    l = "relu" if w == "geglu" else "geglu"
-    text = (f"h={c['hidden']}: the verdict is {c['verdict']} (P = {c['p_geglu_better']:.2f}) though its mean is lower: "
-            f"{MODEL_SHORT_NAMES[w]}'s search ends higher in {abs(c['p_geglu_better'] - 0.5) + 0.5:.0%} of pairs (median "
+    l = "baseline" if w == "model" else "model"
+    text = (f"{c['model']} vs {c['baseline']}, h={c['model_hidden']}: the verdict is {c['verdict']} "
+            f"(P = {c['p_better']:.2f}) though its mean is lower: {c[w]}'s search ends higher in "
+            f"{abs(c['p_better'] - 0.5) + 0.5:.0%} of pairs (median "
             f"{c[w + '_median_test']:.3f} vs {c[l + '_median_test']:.3f}), ")
     if c[w + "_p_collapse"] > c[l + "_p_collapse"]:
         return text + (f"but collapses below {COLLAPSE_BELOW} in {c[w + '_p_collapse']:.1%} of searches "
@@ -930,80 +942,108 @@ def mean_against_wins_caption(c):
     return text + "but its rarer losses are larger than its wins"
 
 
-def param_match_pairs(pools):
-    """ReLU hidden h -> the GeGLU hidden size whose parameter count is closest (ties: the smaller),
-    kept when within PARAM_MATCH_TOLERANCE of ReLU's count."""
-    relu = sorted(h for m, h in pools if m == "relu")
-    geglu = sorted(h for m, h in pools if m == "geglu")
-    pairs = []
-    for h in relu:
-        target = pools[("relu", h)]["params"]
-        if not geglu or math.isnan(target):
+def mnist_models(logs, pools):
+    """The models of the pools, in the order the logs' config: records list them (then by name)."""
+    listed = [m for log in logs for m in log["config"].get("models", "").split(",")]
+    return [m for m in dict.fromkeys(listed + sorted(m for m, _ in pools)) if any(mm == m for mm, _ in pools)]
+
+
+def matched_pairs(logs, pools, baseline, warnings):
+    """{model: [(baseline hidden, model hidden), ...]} from the logs' matched_hidden_<model> records
+    (the model's size matched to each size of hidden:, in that order). The trainer decides the sizes;
+    here they are only checked against this baseline's logged parameter counts: a pair whose counts
+    differ by more than one of the model's hidden units was matched to another model (another
+    --baseline), and the model gets no equal-parameter comparison, with a warning."""
+    pairs = {}
+    for log in logs:
+        hidden = log["config"].get("hidden", "").split(",")
+        for model, key in matched_hidden_keys(log["config"]).items():
+            sizes = log["config"][key].split(",")
+            if len(sizes) != len(hidden) or not all(v.isdigit() for v in sizes + hidden):
+                warnings.append(f"{Path(log['path']).name}: {key}:{log['config'][key]} does not give one hidden "
+                                f"size per size of hidden:{log['config'].get('hidden', '')}: ignored")
+                continue
+            for h, m in zip(hidden, sizes):
+                if model != baseline and (baseline, int(h)) in pools and (model, int(m)) in pools:
+                    pairs.setdefault(model, {}).setdefault(int(h), int(m))  # the first log read wins
+    out = {}
+    for model, by_h in pairs.items():
+        off = [(h, m) for h, m in by_h.items()
+               if abs(pools[(model, m)]["params"] - pools[(baseline, h)]["params"]) > pools[(model, m)]["params"] / m]
+        if off:
+            h, m = off[0]
+            warnings.append(f"{model}'s parameter-matched sizes in the log are not matched to {baseline}'s counts "
+                            f"({cell_name(model, m)}: {pools[(model, m)]['params']:.0f} parameters, "
+                            f"{cell_name(baseline, h)}: {pools[(baseline, h)]['params']:.0f}): no equal-parameter "
+                            f"comparison against {baseline} (the trainer matched them to another model)")
             continue
-        best = min(geglu, key=lambda g: (abs(pools[("geglu", g)]["params"] - target), g))
-        if abs(pools[("geglu", best)]["params"] - target) <= PARAM_MATCH_TOLERANCE * target:
-            pairs.append((h, best))
-    return pairs
+        out[model] = sorted(by_h.items())
+    return out
 
 
-def comparison_notes(c, pools, notes, h_geglu, h_relu, replace):
+def comparison_notes(c, pools, notes, replace):
     """The notes of one verdict cell: those of its two pools, trials from logs of different
     settings or code between them, and why the mean and P disagree where they do."""
-    out = notes.get(("geglu", h_geglu), []) + notes.get(("relu", h_relu), [])
-    if len(pools[("geglu", h_geglu)]["signatures"] | pools[("relu", h_relu)]["signatures"]) > 1:
-        out.append(f"GeGLU h={h_geglu} and ReLU h={h_relu}: trials from logs of different grid settings or code")
-    why = mean_against_wins(c, pools[("geglu", h_geglu)], pools[("relu", h_relu)], replace)
+    a, b = (c["model"], c["model_hidden"]), (c["baseline"], c["baseline_hidden"])
+    out = notes.get(a, []) + notes.get(b, [])
+    if len(pools[a]["signatures"] | pools[b]["signatures"]) > 1:
+        out.append(f"{cell_name(*a)} and {cell_name(*b)}: trials from logs of different grid settings or code")
+    why = mean_against_wins(c, pools[a], pools[b], replace)
     if why:
-        out.append(f"k={c['k']}, " + (f"h={h_geglu}: " if h_geglu == h_relu else
-                                      f"ReLU h={h_relu} vs GeGLU h={h_geglu}: ") + why)
+        out.append(f"k={c['k']}, {cell_name(*a)} vs {cell_name(*b)}: " + why)
     c["notes"] = out
 
 
 def analyse_mnist(logs, args, warnings):
     rng = np.random.default_rng(args.seed)
     replace = args.estimator == "dodge"
+    baseline = args.baseline or MNIST_BASELINE
     pools, notes, missing, empty = build_pools(logs, warnings, args.keep_nonfinite)
+    models = mnist_models(logs, pools)
     result = dict(pools=pools, notes=notes, missing=missing, stats={}, curves={}, comparisons=[],
-                  param_match=[], claim=[], empty=empty)
+                  claim=[], models=models, baseline=baseline, empty=empty)
     for key, pool in pools.items():
         result["stats"][key], result["curves"][key] = analyse_pool(pool, args.k, args.bootstrap, rng, replace)
         too_big = [k for k in args.k if k > len(pool["val"])]
         if too_big and not replace:
             warnings.append(f"{cell_name(*key)}: k={','.join(map(str, too_big))} above its {len(pool['val'])} "
                             f"trials: no without-replacement (Tang) estimate")
-    shared = sorted({h for m, h in pools if m == "relu"} & {h for m, h in pools if m == "geglu"})
-    result["hidden"] = shared
-    for h in shared:
-        for c in compare_pools(pools[("geglu", h)], pools[("relu", h)], args.k, args.resamples, rng, replace):
-            result["comparisons"].append(dict(hidden=h, **c))
-    result["comparisons"].sort(key=lambda c: (c["k"], c["hidden"]))
+    base_sizes = sorted(h for m, h in pools if m == baseline)
+    result["hidden"] = base_sizes
+    if pools and not base_sizes:
+        warnings.append(f"no {baseline} trials in the MNIST logs (models: {', '.join(models)}): no comparisons; "
+                        f"--baseline names the model the others are compared with")
+    # Every model against the baseline at each of the baseline's sizes, then at equal parameter count
+    # where the log names the model's matched sizes: one family for Holm's correction.
+    pairs = [(m, h, h, "hidden") for m in models if m != baseline for h in base_sizes if (m, h) in pools]
+    pairs += [(m, hm, hb, "params") for m, matched in matched_pairs(logs, pools, baseline, warnings).items()
+              for hb, hm in matched]
+    for model, hm, hb, match in pairs:
+        a, b = (model, hm), (baseline, hb)
+        for c in compare_pools(pools[a], pools[b], args.k, args.resamples, rng, replace):
+            c.update(model=model, baseline=baseline, match=match, model_hidden=hm, baseline_hidden=hb,
+                     model_params=pools[a]["params"], baseline_params=pools[b]["params"],
+                     model_expected_test=result["stats"][a][c["k"]]["expected_test"],
+                     baseline_expected_test=result["stats"][b][c["k"]]["expected_test"])
+            result["comparisons"].append(c)
+    rank = {m: i for i, m in enumerate(models)}
+    result["comparisons"].sort(key=lambda c: (c["match"] != "hidden", c["k"], rank[c["model"]], c["baseline_hidden"]))
     add_verdicts(result["comparisons"], args.alpha)
     for c in result["comparisons"]:
-        c["geglu_expected_test"] = result["stats"][("geglu", c["hidden"])][c["k"]]["expected_test"]
-        c["relu_expected_test"] = result["stats"][("relu", c["hidden"])][c["k"]]["expected_test"]
-        comparison_notes(c, pools, notes, c["hidden"], c["hidden"], replace)
+        comparison_notes(c, pools, notes, replace)
     # the claim check averages every shared pool: it rests on whatever touches any of them
-    noted = [cell_name(m, h) for h in shared for m in ("geglu", "relu") if notes.get((m, h))]
-    claim_notes = [f"the means include {len(noted)} of the {2 * len(shared)} pools with notes "
-                   f"({', '.join(noted)}): see the pool table"] if noted else []
-    for k in args.k if shared else []:
-        g = float(np.mean([result["stats"][("geglu", h)][k]["expected_test"] for h in shared]))
-        r = float(np.mean([result["stats"][("relu", h)][k]["expected_test"] for h in shared]))
-        result["claim"].append(dict(k=k, geglu_mean_test=g, relu_mean_test=r, notes=claim_notes,
-                                    agrees_with_claim=None if math.isnan(g - r) else bool(g > r)))
-    for h_relu, h_geglu in param_match_pairs(pools):
-        for c in compare_pools(pools[("geglu", h_geglu)], pools[("relu", h_relu)], args.k,
-                               args.resamples, rng, replace):
-            c.update(relu_hidden=h_relu, geglu_hidden=h_geglu,
-                     relu_params=pools[("relu", h_relu)]["params"],
-                     geglu_params=pools[("geglu", h_geglu)]["params"],
-                     geglu_expected_test=result["stats"][("geglu", h_geglu)][c["k"]]["expected_test"],
-                     relu_expected_test=result["stats"][("relu", h_relu)][c["k"]]["expected_test"])
-            result["param_match"].append(c)
-    result["param_match"].sort(key=lambda c: (c["k"], c["relu_hidden"]))
-    add_verdicts(result["param_match"], args.alpha)  # a family of its own: its own table
-    for c in result["param_match"]:
-        comparison_notes(c, pools, notes, c["geglu_hidden"], c["relu_hidden"], replace)
+    for model in models:
+        shared = [h for h in base_sizes if (model, h) in pools] if model != baseline else []
+        noted = [cell_name(m, h) for h in shared for m in (model, baseline) if notes.get((m, h))]
+        claim_notes = [f"the means include {len(noted)} of the {2 * len(shared)} pools with notes "
+                       f"({', '.join(noted)}): see the pool table"] if noted else []
+        for k in args.k if shared else []:
+            g = float(np.mean([result["stats"][(model, h)][k]["expected_test"] for h in shared]))
+            r = float(np.mean([result["stats"][(baseline, h)][k]["expected_test"] for h in shared]))
+            result["claim"].append(dict(k=k, model=model, baseline=baseline, model_mean_test=g,
+                                        baseline_mean_test=r, notes=claim_notes,
+                                        agrees_with_claim=None if math.isnan(g - r) else bool(g > r)))
+    result["claim"].sort(key=lambda c: (c["k"], rank[c["model"]]))
     return result
 
 
@@ -1025,26 +1065,32 @@ def interval_bars(ax, x, lo, hi, color):
     ax.errorbar(x, (lo + hi) / 2, yerr=(hi - lo) / 2, fmt="none", ecolor=color, capsize=4, lw=1.2)
 
 
+def model_colors(models):
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(models)}
+
+
 def plot_mnist(res, args, out):
-    pools, stats = res["pools"], res["stats"]
+    pools, stats, models = res["pools"], res["stats"], res["models"]
     if not pools:
         return []  # every cell had every trial left out: nothing to draw (the warning and tables say so)
-    models = sorted({m for m, _ in pools}, key=lambda m: (m != "geglu", m))
+    colors = model_colors(models)
     files = []
     for k in args.k:
         fig, ax = plt.subplots(figsize=(6.4, 4.8))
+        shown = set()
         for i, m in enumerate(models):
-            hs = res["hidden"] or sorted(h for mm, h in pools if mm == m)
-            hs = [h for h in hs if (m, h) in pools]
+            # the baseline's sizes (those of the equal-size comparisons); a model that has none of
+            # them (or when there is no baseline) at its own sizes
+            hs = [h for h in res["hidden"] if (m, h) in pools] or sorted(h for mm, h in pools if mm == m)
+            shown.update(hs)
             s = [stats[(m, h)][k] for h in hs]
-            color = MODEL_COLORS.get(m)
             x = np.array(hs, float) * 2 ** (0.05 * (i - (len(models) - 1) / 2))  # side by side, bars apart
-            ax.plot(x, [v["expected_test"] for v in s], marker="o", color=color, label=f"{model_name(m)}: expectation")
-            interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s], color)
-            ax.plot(x, [v["bootstrap_test_mean"] for v in s], ls="none", marker="x", color=color, alpha=0.8,
-                    label=f"{model_name(m)}: mean of {args.bootstrap} simulated searches")
-        log2_hidden_axis(ax, sorted({h for m in models for h in
-                                     (res["hidden"] or [hh for mm, hh in pools if mm == m])}))
+            ax.plot(x, [v["expected_test"] for v in s], marker="o", color=colors[m], label=f"{m}: expectation")
+            interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s], colors[m])
+            ax.plot(x, [v["bootstrap_test_mean"] for v in s], ls="none", marker="x", color=colors[m], alpha=0.8,
+                    label=f"{m}: mean of {args.bootstrap} simulated searches")
+        log2_hidden_axis(ax, sorted(shown))
         n = max(len(p["val"]) for p in pools.values())
         noted = [key for key in pools if res["notes"].get(key)]
         ax.set_title(f"Test accuracy vs hidden dimension, best of k = {k} trials by validation\n"
@@ -1055,10 +1101,10 @@ def plot_mnist(res, args, out):
         ax.set_xlabel("Hidden dimension")
         ax.set_ylabel("Test accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8 if len(models) <= 3 else 6.5)
         # Where the verdict's winner has the lower mean, the figure alone would contradict the
         # verdict table: say why under it (summary.md's note says the same).
-        why = [mean_against_wins_caption(c) for c in res["comparisons"] if c["k"] == k]
+        why = [mean_against_wins_caption(c) for c in res["comparisons"] if c["k"] == k and c["match"] == "hidden"]
         why = [w for w in why if w]
         if why:
             fig.text(0.02, 0, "\n".join(why), ha="left", va="top", fontsize=7.5, wrap=True)
@@ -1072,11 +1118,16 @@ def plot_mnist(res, args, out):
         for m in models:
             if (m, h) not in pools:
                 continue
-            c, color = res["curves"][(m, h)], MODEL_COLORS.get(m)
-            ax.plot(c["k"], c["expected_test"], color=color, label=f"{model_name(m)} test")
-            ax.fill_between(c["k"], c["expected_test_p16"], c["expected_test_p84"], color=color, alpha=0.2)
-            ax.plot(c["k"], c["expected_val"], color=color, ls="--", lw=1, label=f"{model_name(m)} val")
-            ax.fill_between(c["k"], c["expected_val_p16"], c["expected_val_p84"], color=color, alpha=0.07)
+            c = res["curves"][(m, h)]
+            ax.plot(c["k"], c["expected_test"], color=colors[m], label=f"{m} test")
+            ax.plot(c["k"], c["expected_val"], color=colors[m], ls="--", lw=1, label=f"{m} val")
+            # Bands from k = 2: at k = 1 a search is one random trial, whose 16th-84th percentile spans
+            # nearly every outcome (0.1 to 0.9) and would flatten the curves that matter.
+            band = c["k"] >= 2
+            ax.fill_between(c["k"][band], c["expected_test_p16"][band], c["expected_test_p84"][band],
+                            color=colors[m], alpha=0.2)
+            ax.fill_between(c["k"][band], c["expected_val_p16"][band], c["expected_val_p84"][band],
+                            color=colors[m], alpha=0.07)
         for k in args.k:
             ax.axvline(k, color="grey", lw=0.6, ls=":")
         ax.set_xscale("log", base=2)
@@ -1091,70 +1142,113 @@ def plot_mnist(res, args, out):
     for ax in axes.flat:  # one legend for the figure: a panel may hold only one model
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=4, fontsize=8,
-               bbox_to_anchor=(0.5, -0.04))
+    labels = [f"{m} {kind}" for m in models for kind in ("test", "val") if f"{m} {kind}" in handles]
+    fig.legend([handles[l] for l in labels], labels, loc="lower center", ncol=4, fontsize=8,
+               bbox_to_anchor=(0.5, -0.02 - 0.025 * math.ceil(len(handles) / 4)))
+    k1 = [(c["expected_test_p16"][0], c["expected_test_p84"][0]) for c in res["curves"].values()]
     fig.suptitle(f"Expected best-of-k ({estimator_name(args)}): validation accuracy of the best trial "
                  f"(dashed) and test accuracy of that trial (solid);\nbands: 16th-84th percentile of one "
-                 f"search's outcome", fontsize=10)
+                 f"search's outcome, drawn from k = 2: at k = 1 (one random trial) they span "
+                 f"{min(lo for lo, _ in k1):.2f} to {max(hi for _, hi in k1):.2f} and would flatten the curves",
+                 fontsize=10)
     fig.tight_layout()
     files.append(save(fig, out / "mnist_expected_best.png"))
 
-    if res["comparisons"]:
-        files.append(plot_p_improvement(res["comparisons"], "hidden", args,
-                                        "P(GeGLU > ReLU), best-of-k test accuracy, equal hidden size",
-                                        out / "mnist_p_geglu_better.png"))
-    if res["param_match"]:
-        fig, axes = plt.subplots(1, len(args.k), figsize=(4.6 * len(args.k), 4.2), squeeze=False)
-        for ax, k in zip(axes.flat, args.k):
-            rows = [c for c in res["param_match"] if c["k"] == k]
-            for i, (m, hkey) in enumerate((("geglu", "geglu_hidden"), ("relu", "relu_hidden"))):
-                # a little apart (as in mnist_k*.png), so that the two models' bars do not cover each other
-                x = [pools[(m, c[hkey])]["params"] * 2 ** (0.04 * (2 * i - 1)) for c in rows]
-                s = [stats[(m, c[hkey])][k] for c in rows]
-                ax.plot(x, [v["expected_test"] for v in s], marker="o", color=MODEL_COLORS.get(m), label=model_name(m))
-                interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s],
-                              MODEL_COLORS.get(m))
-                for xi, v, c in zip(x, s, rows):  # GeGLU's sizes left of its points, ReLU's right
-                    ax.annotate(f"h={c[hkey]}", (xi, v["expected_test"]), textcoords="offset points",
-                                xytext=(8 * i - 4, -10), ha="left" if i else "right", fontsize=7,
-                                color=MODEL_COLORS.get(m))
-            ax.margins(x=0.1)
-            ax.set_xscale("log", base=2)
-            ticks = [pools[("relu", c["relu_hidden"])]["params"] for c in rows]
-            ax.set_xticks(ticks)
-            ax.set_xticklabels([f"{t:,.0f}" for t in ticks], fontsize=8)
-            ax.minorticks_off()
-            ax.set_title(f"k = {k}")
-            ax.set_xlabel("parameters (ReLU's count at each tick)")
-            ax.set_ylabel("expected test accuracy of best of k")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"Equal parameter count: expected best-of-k test accuracy ({estimator_name(args)});\n"
-                     f"bars: 16th-84th percentile of one search's outcome", fontsize=10)
-        fig.tight_layout()
-        files.append(save(fig, out / "mnist_param_match.png"))
+    if any(c["match"] == "hidden" for c in res["comparisons"]):
+        files.append(plot_p_better([c for c in res["comparisons"] if c["match"] == "hidden"], res, args,
+                                   out / "mnist_p_better.png"))
+    matched = [c for c in res["comparisons"] if c["match"] == "params"]
+    if matched:
+        files.append(plot_param_match(matched, res, args, colors, out / "mnist_param_match.png"))
     return files
 
 
-def plot_p_improvement(comparisons, hkey, args, title, path):
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    hs = sorted({c[hkey] for c in comparisons})
-    for i, k in enumerate(args.k):
-        rows = sorted((c for c in comparisons if c["k"] == k), key=lambda c: c[hkey])
-        x = np.array([c[hkey] for c in rows], float) * 2 ** ((i - (len(args.k) - 1) / 2) * 0.08)
-        y = np.array([c["p_geglu_better"] for c in rows])
-        lo = np.array([c["ci95"][0] for c in rows])
-        hi = np.array([c["ci95"][1] for c in rows])
-        ax.errorbar(x, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], marker="o", capsize=3,
-                    ls="none", label=f"k = {k}")
-    ax.axhline(0.5, color="grey", lw=1, ls="--")
-    log2_hidden_axis(ax, hs)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("Hidden dimension" if hkey == "hidden" else "ReLU hidden dimension")
-    ax.set_ylabel("P(GeGLU > ReLU)")
-    ax.set_title(title + f"\n{estimator_name(args)}; 95% interval from resampling seeds", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+def plot_param_match(comparisons, res, args, colors, path):
+    """Expected best-of-k test accuracy at equal parameter count: one panel per k, x the baseline's
+    parameter count, each model at its matched size. The sizes go in the x tick labels, not
+    beside the points, where they would cover the lines and the bars."""
+    pools, stats, baseline = res["pools"], res["stats"], res["baseline"]
+    models = [baseline] + [m for m in res["models"] if any(c["model"] == m for c in comparisons)]
+    fig, axes = plt.subplots(1, len(args.k), figsize=(4.8 * len(args.k), 4.6), squeeze=False)
+    for ax, k in zip(axes.flat, args.k):
+        rows = [c for c in comparisons if c["k"] == k]
+        ticks = sorted({c["baseline_hidden"] for c in rows})  # baseline sizes
+        x_of = {h: pools[(baseline, h)]["params"] for h in ticks}
+        sizes = {h: [f"{baseline} {h}"] for h in ticks}
+        for i, m in enumerate(models):
+            points = ([(h, h) for h in ticks] if m == baseline else
+                      [(c["baseline_hidden"], c["model_hidden"]) for c in rows if c["model"] == m])
+            if m != baseline:
+                for hb, hm in points:
+                    sizes[hb].append(f"{m} {hm}")
+            # a little apart, so that the bars of the models do not cover each other
+            x = [x_of[hb] * 2 ** (0.06 * (i - (len(models) - 1) / 2)) for hb, _ in points]
+            s = [stats[(m, hm)][k] for _, hm in points]
+            ax.plot(x, [v["expected_test"] for v in s], marker="o", color=colors[m], label=m)
+            interval_bars(ax, x, [v["expected_test_p16"] for v in s], [v["expected_test_p84"] for v in s], colors[m])
+        ax.margins(x=0.1)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([x_of[h] for h in ticks])
+        ax.set_xticklabels([f"{x_of[h]:,.0f}\n" + "\n".join(sizes[h]) for h in ticks], fontsize=7)
+        ax.minorticks_off()
+        ax.set_title(f"k = {k}")
+        ax.set_xlabel(f"parameters ({baseline}'s count), and each model's hidden size h there")
+        ax.set_ylabel("expected test accuracy of best of k")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Equal parameter count (the sizes the training log matched): expected best-of-k test accuracy "
+                 f"({estimator_name(args)});\nbars: 16th-84th percentile of one search's outcome; each model's "
+                 f"exact count is in summary.md", fontsize=10)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def plot_p_better(comparisons, res, args, path):
+    """P(model > baseline) per hidden size and k, one panel per model: filled markers where the
+    verdict survives Holm's correction (over every comparison of summary.md), open where not."""
+    models = [m for m in res["models"] if any(c["model"] == m for c in comparisons)]
+    ncols = min(3, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.2 * nrows + 0.4), squeeze=False)
+    k_colors = plt.get_cmap("tab10")
+    for ax, m in zip(axes.flat, models):
+        rows_m = [c for c in comparisons if c["model"] == m]
+        for i, k in enumerate(args.k):
+            rows = sorted((c for c in rows_m if c["k"] == k), key=lambda c: c["model_hidden"])
+            x = np.array([c["model_hidden"] for c in rows], float) * 2 ** ((i - (len(args.k) - 1) / 2) * 0.08)
+            y = np.array([c["p_better"] for c in rows])
+            lo = np.array([c["ci95"][0] for c in rows])
+            hi = np.array([c["ci95"][1] for c in rows])
+            color = k_colors(i % 10)
+            ax.errorbar(x, y, yerr=[np.nan_to_num(y - lo), np.nan_to_num(hi - y)], fmt="none", ecolor=color,
+                        capsize=3)
+            survives = np.array([c["p_adjusted"] < args.alpha for c in rows], bool)
+            ax.plot(x[survives], y[survives], "o", color=color, ms=7)
+            ax.plot(x[~survives], y[~survives], "o", mfc="white", mec=color, mew=1.5, ms=7)
+        ax.axhline(0.5, color="grey", lw=1, ls="--")
+        ax.text(0.99, 0.5, "P = 0.5: no difference ", transform=ax.get_yaxis_transform(), ha="right", va="bottom",
+                fontsize=7.5, color="dimgrey")
+        log2_hidden_axis(ax, sorted({c["model_hidden"] for c in rows_m}))
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("Hidden dimension")
+        ax.set_ylabel(f"P({m} > {res['baseline']})")
+        ax.set_title(f"{m} against {res['baseline']}", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    axes.flat[0].legend(handles=[matplotlib.lines.Line2D([], [], color=k_colors(i % 10), marker="o", ls="none",
+                                                         label=f"k = {k}") for i, k in enumerate(args.k)],
+                        fontsize=8, loc="best")
+    fig.legend(handles=[matplotlib.lines.Line2D([], [], color="black", marker="o", ls="none",
+                                                label=f"filled: significant after Holm (p < {args.alpha})"),
+                        matplotlib.lines.Line2D([], [], color="black", marker="o", mfc="white", ls="none",
+                                                label="open: not significant after Holm")],
+               loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.06 / nrows))
+    n = len(res["comparisons"])
+    fig.suptitle(f"P(model > {res['baseline']}), best-of-k test accuracy, equal hidden size; "
+                 f"{estimator_name(args)};\nbars: 95% interval from resampling seeds; Holm's correction over all "
+                 f"{n} comparisons of summary.md", fontsize=10)
+    fig.tight_layout()
     return save(fig, path)
 
 
@@ -1596,13 +1690,19 @@ def analyse_gpt(logs, args, warnings):
             if r["resume_changes"]:
                 g["notes"].append(f"{r['name']}: resumed with {'; '.join(r['resume_changes'])}")
     rows = [group_row(g, groups, args, warnings, rng) for g in groups]
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["mlp"] != "relu2", rows[i]["label"]))
+    baseline = args.baseline or GPT_BASELINE
+    if not any(g["mlp"] == baseline and not g["original"] for g in groups) and len({g["mlp"] for g in groups}) > 1:
+        warnings.append(f"no {baseline} runs among the GPT logs (mlp: {', '.join(sorted({g['mlp'] for g in groups}))}): "
+                        f"no comparisons; --baseline names the MLP the others are compared with")
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["mlp"] != baseline, rows[i]["label"]))
     runs.sort(key=lambda r: (r["started"] is None, r["started"] or 0, r["path"]))
-    return dict(groups=[groups[i] for i in order], rows=[rows[i] for i in order], runs=runs, settings=settings)
+    return dict(groups=[groups[i] for i in order], rows=[rows[i] for i in order], runs=runs, settings=settings,
+                baseline=baseline)
 
 
 def group_row(g, groups, args, warnings, rng):
-    """One group's numbers over its finished runs, and its comparison with the relu2 baseline."""
+    """One group's numbers over its finished runs, and its comparison with the baseline's group
+    (--baseline, default relu2)."""
     runs = independent_runs(g)
     repeats = sum(1 for r in g["runs"] if r.get("repeat_of"))
     row = dict(label=g["label"], mlp=g["mlp"], setting=g["letter"], runs=len(runs), repeated_seed_runs=repeats,
@@ -1629,17 +1729,18 @@ def group_row(g, groups, args, warnings, rng):
         row["record_rule"] = record_rule([r["final_val_loss"] for r in runs], row["target_loss"], args.record_alpha)
     notes = []  # about the comparison with the baseline; the group's own are in g["notes"]
     base, differs = None, []
-    relu2 = [o for o in groups if o["mlp"] == "relu2" and not o["original"]]
-    if g["mlp"] != "relu2" and not g["original"] and relu2:
-        # The baseline is the relu2 group that differs only in the MLP; failing that, the
+    baseline = args.baseline or GPT_BASELINE
+    candidates = [o for o in groups if o["mlp"] == baseline and not o["original"]]
+    if g["mlp"] != baseline and not g["original"] and candidates:
+        # The baseline is the baseline MLP's group that differs only in the MLP; failing that, the
         # one that differs in the fewest other keys, named in the table and a warning.
         def other_differences(o):
             keys = (set(o["config"]) | set(g["config"])) - GPT_MLP_KEYS
             return sorted(k for k in keys if o["config"].get(k) != g["config"].get(k))
-        base = min(relu2, key=lambda o: len(other_differences(o)))
+        base = min(candidates, key=lambda o: len(other_differences(o)))
         differs = other_differences(base)
         if differs:
-            warnings.append(f"{g['label']}: no relu2 group differs from it only in the MLP; "
+            warnings.append(f"{g['label']}: no {baseline} group differs from it only in the MLP; "
                             f"compared with {base['label']}, which also differs in {', '.join(differs)}")
             notes.append(f"{g['label']}: its baseline {base['label']} also differs in {', '.join(differs)}")
     row["baseline"] = base["label"] if base else None
@@ -1736,12 +1837,30 @@ def group_colors(groups):
 
 
 def plot_gpt(res, args, out):
+    """The GPT figures; a figure that would show one bar or one point, with nothing to compare it
+    with, is not drawn, and res["figure_notes"] says so (summary.md lists it under the figures)."""
     groups, colors = res["groups"], group_colors(res["groups"])
-    files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out),
-             plot_step_time(res["rows"], colors, out)]
+    res["figure_notes"] = []
+    files = [plot_val_loss(groups, colors, args, out), plot_train_loss(groups, colors, out)]
+    if len(res["rows"]) > 1:
+        files.append(plot_step_time(res["rows"], colors, out))
+    else:
+        res["figure_notes"].append(f"gpt_step_time.png not drawn: one group ({res['rows'][0]['label']}), no other bar to "
+                                   f"compare its step time and memory with; they are in the GPT table")
     order = plot_run_order(res, colors, out)
+    if not order:
+        res["figure_notes"].append("gpt_run_order.png not drawn: no comparison or machine has two finished runs "
+                                   "with a start time, so there is no order to see a drift in")
     difference = plot_val_loss_difference(res, colors, out)
     return files + [f for f in (order, difference) if f]
+
+
+def last_untimed(t):
+    """Index of the last point at training time 0. The first steps are untimed (warm-up): every
+    validation point among them sits at t = 0, and drawn against time they make a vertical drop
+    there; a time axis starts at this point instead."""
+    zero = np.flatnonzero(np.asarray(t) <= 0)
+    return int(zero[-1]) if len(zero) else 0
 
 
 def plot_val_loss(groups, colors, args, out):
@@ -1753,7 +1872,8 @@ def plot_val_loss(groups, colors, args, out):
     scale, unit = next((s, u) for s, u in ((1e9, "billions"), (1e6, "millions"), (1e3, "thousands"), (1, ""))
                        if most_tokens >= s or s == 1)
     axis_x = (("step", lambda r: r["val_step"], lambda c: c["step"]),
-              ("training time (s; validation and the first 10 steps untimed)", lambda r: r["val_time_ms"] / 1000,
+              ("training time (s; validation and the first 10 steps untimed,\nso the curve starts at the last "
+               "point at 0 s)", lambda r: r["val_time_ms"] / 1000,
                lambda c: c["time_ms"].mean(axis=0) / 1000),
               (f"training tokens ({unit})" if unit else "training tokens", lambda r: r["val_tokens"] / scale,
                lambda c: c["tokens"].mean(axis=0) / scale))
@@ -1764,9 +1884,10 @@ def plot_val_loss(groups, colors, args, out):
         for col, (_, run_x, curve_x) in enumerate(axis_x):
             for r in g["runs"]:
                 x_max[col] = max(x_max[col], float(np.nanmax(run_x(r), initial=0)))
+                start = last_untimed(run_x(r)) if col == 1 else 0
                 for ax in axes[:, col]:
-                    ax.plot(run_x(r), r["val_loss"], color=color, lw=0.8, alpha=0.3 if r["finished"] else 0.7,
-                            ls="-" if r["finished"] else "--")
+                    ax.plot(run_x(r)[start:], r["val_loss"][start:], color=color, lw=0.8,
+                            alpha=0.3 if r["finished"] else 0.7, ls="-" if r["finished"] else "--")
                     if not r["finished"] and len(r["val_loss"]):  # where it stopped
                         ax.plot(run_x(r)[-1:], r["val_loss"][-1:], color=color, marker="x", ms=6, alpha=0.8)
             if curves is None:
@@ -1775,11 +1896,12 @@ def plot_val_loss(groups, colors, args, out):
                                     f"{g['label']}: no finished run ({len(g['runs'])} unfinished)"))
                 continue
             mean, x = curves["loss"].mean(axis=0), curve_x(curves)
+            start = last_untimed(x) if col == 1 else 0
             for ax in axes[:, col]:
-                line, = ax.plot(x, mean, color=color, lw=1.8)
+                line, = ax.plot(x[start:], mean[start:], color=color, lw=1.8)
                 if len(finished) > 1:
                     sd = curves["loss"].std(axis=0, ddof=1)
-                    ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+                    ax.fill_between(x[start:], (mean - sd)[start:], (mean + sd)[start:], color=color, alpha=0.2, lw=0)
             if col == 0:
                 unfinished = len(g["runs"]) - len(finished)
                 handles.append((line, f"{g['label']}: mean of {len(finished)} run{'s' * (len(finished) != 1)}"
@@ -1920,7 +2042,7 @@ def plot_step_time(rows, colors, out):
 
 def plot_run_order(res, colors, out):
     """step_avg of every finished run against the order the runs were started in: one panel per
-    comparison (a group and its relu2 baseline), or per GPU model and count when nothing is
+    comparison (a group and its baseline), or per GPU model and count when nothing is
     compared. A trend across a panel is drift of the machine, which only interleaved runs
     (c b c b ...) share out evenly."""
     timed = lambda rs: [r for r in rs if r["started"] is not None and r["finished"] and not math.isnan(r["step_avg_ms"])]
@@ -1933,7 +2055,7 @@ def plot_run_order(res, colors, out):
         machines = sorted({(str(r["gpu"]), str(r["world_size"])) for r in timed(res["runs"])})
         panels = [(f"{'CPU' if m[0] == 'none' else 'GPU ' + m[0]} x {m[1]}", [r for r in timed(res["runs"]) if (str(r["gpu"]), str(r["world_size"])) == m])
                   for m in machines]
-    panels = [(title, rs) for title, rs in panels if rs]
+    panels = [(title, rs) for title, rs in panels if len(rs) > 1]  # one point shows no order
     if not panels:
         return None
     ncols = min(3, len(panels))
@@ -1966,7 +2088,7 @@ def plot_run_order(res, colors, out):
 
 
 def plot_val_loss_difference(res, colors, out):
-    """Each compared group's validation loss minus its relu2 baseline's, at equal step and at equal
+    """Each compared group's validation loss minus its baseline's, at equal step and at equal
     training time, over the second half of the runs: the seed-to-seed spread (sd about 0.0013-0.002
     at the end) and differences of a few thousandths are invisible on gpt_val_loss.png, whose axis
     spans the whole descent; here they fill the axis."""
@@ -2012,7 +2134,7 @@ def plot_val_loss_difference(res, colors, out):
                    matplotlib.lines.Line2D([], [], color=colors[base], lw=0.7, alpha=0.6,
                                            label=f"each {base} run - {base} mean")]
         ax_step.legend(handles=handles, fontsize=7, loc="best")
-    fig.suptitle("Validation loss minus the relu2 baseline's, second half of the runs: every run interpolated onto a "
+    fig.suptitle("Validation loss minus the baseline's, second half of the runs: every run interpolated onto a "
                  "common grid of steps (left)\nor training time (right), then averaged; band: 95% interval of the "
                  "difference of the means (Welch t at each point, from the seeds)", fontsize=10)
     fig.tight_layout()
@@ -2063,56 +2185,68 @@ def mnist_markdown(res, args):
     out = ["## MNIST", "",
            "Pool of trials per model and hidden size (every batch size, learning rate and seed):", "",
            noted_table(["model", "hidden", "params", "trials", "seeds", "best val", "test of best val"],
-                       [[model_name(m), h, fmt(p["params"], ".0f"), len(p["val"]), len(set(p["seed"])),
+                       [[m, h, fmt(p["params"], ".0f"), len(p["val"]), len(set(p["seed"])),
                          fmt(p["val"].max()), fmt(p["test"][np.argmax(p["val"])])]
                         for (m, h), p in pools.items()]
-                       + [[model_name(m), h, "", f"missing: {why}", "", "", ""] for (m, h), why in res["empty"].items()],
+                       + [[m, h, "", f"missing: {why}", "", "", ""] for (m, h), why in res["empty"].items()],
                        [notes.get(key, []) for key in list(pools) + list(res["empty"])]), "",
            f"Best of k by validation accuracy, test accuracy of the selected trial: exact expectation "
            f"± sd ({estimator_name(args)}), the central 68% of a search's outcomes (16th-84th percentile), "
            f"and {args.bootstrap} simulated searches (mean ± sd); expected best validation accuracy beside it:", "",
            markdown_table(["k", "model", "hidden", "E[test] ± sd", "16th-84th pct", "bootstrap ± sd", "E[val] ± sd"],
-                          [[k, model_name(m), h,
+                          [[k, m, h,
                             f"{fmt(s['expected_test'])} ± {fmt(s['expected_test_sd'])}",
                             f"{fmt(s['expected_test_p16'])}-{fmt(s['expected_test_p84'])}",
                             f"{fmt(s['bootstrap_test_mean'])} ± {fmt(s['bootstrap_test_sd'])}",
                             f"{fmt(s['expected_val'])} ± {fmt(s['expected_val_sd'])}"]
                            for k in args.k for (m, h) in pools for s in [stats[(m, h)][k]]])]
-    if res["comparisons"]:
-        out += ["", f"Verdict: P(GeGLU > ReLU) for the test accuracy of the validation-selected best of "
-                f"k (ties count half); 95% interval from {args.resamples} seed-bootstrap resamples; "
-                f"p from {args.resamples} random swaps of the paired GeGLU/ReLU trials, Holm-corrected "
-                f"over the {len(res['comparisons'])} comparisons (family-wise alpha {args.alpha}). "
-                f"E[test] is the mean outcome, P how often one search ends higher: they can disagree "
-                f"(see the notes):", "",
-                comparison_table(res["comparisons"], False), "",
-                "The study's claim check (mean over hidden sizes of the expected best-of-k test accuracy):",
-                "", noted_table(["k", "GeGLU mean", "ReLU mean", "study's check"],
-                                [[c["k"], fmt(c["geglu_mean_test"]), fmt(c["relu_mean_test"]),
+    same = [c for c in res["comparisons"] if c["match"] == "hidden"]
+    matched = [c for c in res["comparisons"] if c["match"] == "params"]
+    base = res["baseline"]
+    family = (f"Holm-corrected over all {len(res['comparisons'])} comparisons below (both tables; family-wise "
+              f"alpha {args.alpha})")
+    if same:
+        out += ["", f"Verdict, each model against the baseline {base} at equal hidden size: P(model > {base}) "
+                f"for the test accuracy of the validation-selected best of k (ties count half); 95% interval "
+                f"from {args.resamples} seed-bootstrap resamples; p from {args.resamples} random swaps of the "
+                f"paired trials (same batch size, lr and seed), {family}. E[test] is the mean outcome, P how "
+                f"often one search ends higher: they can disagree (see the notes):", "",
+                comparison_table(same, False), "",
+                f"The study's claim check (mean over hidden sizes of the expected best-of-k test accuracy; the "
+                f"claim: the model's mean above {base}'s):",
+                "", noted_table(["k", "model", "model mean", f"{base} mean", "study's check"],
+                                [[c["k"], c["model"], fmt(c["model_mean_test"]), fmt(c["baseline_mean_test"]),
                                   {True: "agrees with claim", False: "disagrees with claim"}.get(
                                       c["agrees_with_claim"], "n/a")]
                                  for c in res["claim"]], [c["notes"] for c in res["claim"]])]
-    # a hidden size one model has and the other lost entirely: said, not dropped in silence
-    uncompared = sorted({h for m, h in res["empty"]} & {h for m, h in list(pools) + list(res["empty"])} - set(res["hidden"]))
+    # a size where a model, or the baseline, lost every trial: said, not dropped in silence
+    cells = set(pools) | set(res["empty"])
+    uncompared = sorted({h for m, h in res["empty"]
+                         if (base, h) in cells and any(mm != base and hh == h for mm, hh in cells)})
     if uncompared:
         out += ["", "Not compared (a model's every trial at this size left out, see the pool table): "
                 + ", ".join(f"h={h}" for h in uncompared)]
-    if res["param_match"]:
-        out += ["", "Equal parameter count (each ReLU size against the GeGLU size with the closest "
-                f"parameter count, within {PARAM_MATCH_TOLERANCE:.0%}; Holm over this table):", "",
-                comparison_table(res["param_match"], True)]
+    if matched:
+        out += ["", f"Equal parameter count: each size of {base} against the model's size the training log "
+                f"names as parameter-matched (matched_hidden_<model>; parameter counts from the trial lines); "
+                f"{family}:", "", comparison_table(matched, True)]
+    elif same:
+        out += ["", "Equal parameter count: not compared, no log names parameter-matched sizes "
+                "(matched_hidden_<model>; `train_mnist_ffn.py --param-match` trains and names them)."]
     return "\n".join(out)
 
 
 def comparison_table(comparisons, param_match):
-    header = (["k", "ReLU h (params)", "GeGLU h (params)"] if param_match else ["k", "hidden"]) + [
-        "E[test] GeGLU", "E[test] ReLU", "P(GeGLU>ReLU) [95% CI]", "p", "p (Holm)", "verdict"]
+    base = comparisons[0]["baseline"]
+    header = (["k", "model", "model h (params)", f"{base} h (params)"] if param_match else ["k", "model", "hidden"]) + [
+        "E[test] model", f"E[test] {base}", f"P(model>{base}) [95% CI]", "p", "p (Holm)", "verdict"]
     rows = []
     for c in comparisons:
-        where = ([c["k"], f"{c['relu_hidden']} ({c['relu_params']:.0f})",
-                  f"{c['geglu_hidden']} ({c['geglu_params']:.0f})"] if param_match else [c["k"], c["hidden"]])
-        rows.append(where + [fmt(c["geglu_expected_test"]), fmt(c["relu_expected_test"]),
-                             f"{fmt(c['p_geglu_better'], '.3f')} [{fmt(c['ci95'][0], '.3f')}, "
+        where = ([c["k"], c["model"], f"{c['model_hidden']} ({fmt(c['model_params'], '.0f')})",
+                  f"{c['baseline_hidden']} ({fmt(c['baseline_params'], '.0f')})"] if param_match
+                 else [c["k"], c["model"], c["model_hidden"]])
+        rows.append(where + [fmt(c["model_expected_test"]), fmt(c["baseline_expected_test"]),
+                             f"{fmt(c['p_better'], '.3f')} [{fmt(c['ci95'][0], '.3f')}, "
                              f"{fmt(c['ci95'][1], '.3f')}]",
                              fmt(c["p_value"], ".4f"), fmt(c["p_adjusted"], ".4f"), c["verdict"]])
     return noted_table(header, rows, [c["notes"] for c in comparisons])
@@ -2149,7 +2283,7 @@ def gpt_markdown(res, args):
     compared = [r for r in rows if r["baseline"]]
     welch_p = lambda r, key: fmt(r[key], ".2g") if min(r["runs"], r["baseline_runs"]) > 1 else FEWER_THAN_2
     if compared:
-        out += ["", "Against the relu2 group of the same configuration: change of the means, Welch t-test "
+        out += ["", f"Against the {res['baseline']} group of the same configuration: change of the means, Welch t-test "
                 "p-values (two-sided) on step_avg and on the final validation loss; whether both ran on the "
                 "same GPU model and count with the same torch and CUDA (else the step times are not like for "
                 "like), and the order the runs were started in (c: this group, b: the baseline):", "",
@@ -2243,6 +2377,7 @@ def summary_json(mnist, gpt, args, files, warnings):
     summary = dict(settings=dict(k=args.k, bootstrap=args.bootstrap, seed=args.seed,
                                  resamples=args.resamples, alpha=args.alpha, target_loss=args.target_loss,
                                  estimator=args.estimator, keep_nonfinite=args.keep_nonfinite,
+                                 baseline=args.baseline,
                                  record_alpha=args.record_alpha),
                    inputs=files, warnings=warnings)
     if mnist:
@@ -2255,12 +2390,13 @@ def summary_json(mnist, gpt, args, files, warnings):
         # c["mean_against_wins"] only feeds the figure captions: the cell's notes already say it,
         # and summary.json keeps the fields docs/summary-json.md lists
         cells = lambda cs: [{k: v for k, v in c.items() if k != "mean_against_wins"} for c in cs]
-        summary["mnist_comparisons"] = cells(mnist["comparisons"])
+        summary["mnist_baseline"] = mnist["baseline"]
+        summary["mnist_comparisons"] = cells(mnist["comparisons"])  # every model against the baseline
         summary["mnist_claim_check"] = mnist["claim"]
-        summary["mnist_param_match_comparisons"] = cells(mnist["param_match"])
         summary["mnist_missing_trials"] = mnist["missing"]
         summary["mnist_empty_cells"] = [dict(model=m, hidden=h, why=why) for (m, h), why in mnist["empty"].items()]
     if gpt:
+        summary["gpt_baseline"] = gpt["baseline"]
         summary["gpt"] = gpt["rows"]
         summary["gpt_runs"] = [{k: r[k] for k in RUN_JSON_KEYS} for r in gpt["runs"]]
     return jsonable(summary)
@@ -2337,8 +2473,11 @@ def main(argv=None):
                         help="simulated searches per point (at most 10**6)")
     parser.add_argument("--resamples", type=positive_int, default=2000,
                         help="seed-bootstrap resamples (intervals) and label permutations "
-                             "(p-values) for P(GeGLU > ReLU); GPT: resamples of the equal-loss interval "
+                             "(p-values) for P(model > baseline); GPT: resamples of the equal-loss interval "
                              "(at most 10**6: the intervals and p-values settle within a few thousand)")
+    parser.add_argument("--baseline", default=None,
+                        help=f"the model every other is compared with: a key of MODELS (MNIST) or MLPS (GPT) "
+                             f"as the logs name it (default {MNIST_BASELINE} for MNIST, {GPT_BASELINE} for GPT)")
     parser.add_argument("--alpha", type=probability, default=0.05, help="family-wise error rate of the verdicts")
     parser.add_argument("--estimator", choices=("dodge", "tang"), default="dodge",
                         help="expected best-of-k: dodge (k draws with replacement, Dodge et al. 2019) or "
@@ -2399,6 +2538,12 @@ def main(argv=None):
         print(f"analyze.py: error: {found}; {what}", file=sys.stderr)
         return 2
 
+    known = sorted({t["model"] for l in logs for t in l["trials"]} | {l["config"].get("mlp", GPT_BASELINE)
+                                                                       for l in logs if l["kind"] == "gpt"})
+    if args.baseline is not None and args.baseline not in known:
+        print(f"analyze.py: error: --baseline {args.baseline}: no log read holds that model; give one of "
+              f"{', '.join(known)}", file=sys.stderr)
+        return 2
     mnist_logs = [l for l in logs if l["kind"] == "mnist"]
     gpt_logs = [l for l in logs if l["kind"] == "gpt"]
     work = resampling_work(mnist_logs, gpt_logs, args)
@@ -2456,9 +2601,11 @@ def main(argv=None):
     if gpt:
         parts += ["", gpt_markdown(gpt, args)]
     parts += ["", "Figures: " + (", ".join(Path(f).name for f in figures) or "none" + " (--no-figures)" * args.no_figures)]
+    parts += [f"- {note}" for note in (gpt or {}).get("figure_notes", [])]
     text = "\n".join(parts) + "\n"
     summary = summary_json(mnist, gpt, args, [l["path"] for l in logs], warnings)
     summary["figures"] = figures
+    summary["figure_notes"] = (gpt or {}).get("figure_notes", [])  # figures not drawn, and why
     try:
         (out / "summary.md").write_text(text)
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

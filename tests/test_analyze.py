@@ -33,8 +33,13 @@ def write_log(path, run_line, records, source=FAKE_SOURCE):
     return path
 
 
+# The parameter count train_mnist_ffn.py logs per hidden unit (784 per input matrix, 10 of W_out):
+# analyze.py takes it from the trial lines, so these test logs carry it as the trainer's do.
+PARAMS_PER_HIDDEN = {"relu": 794, "geglu": 1578, "swiglu": 1578}
+
+
 def trial_line(model, hidden, bs, lr, seed, val, test, epochs=1):
-    params = analyze.PARAMS_PER_HIDDEN[model] * hidden
+    params = PARAMS_PER_HIDDEN[model] * hidden
     return (f"trial: model:{model} hidden:{hidden} batch_size:{bs} lr:{lr} seed:{seed} epochs:{epochs} "
             f"params:{params} train_loss:0.3 val_acc:{val:.5f} test_acc:{test:.5f} time:0.1s")
 
@@ -201,15 +206,16 @@ def test_holm_hand_computed():
 
 
 def test_verdicts_after_holm():
-    comps = [dict(p_geglu_better=0.8, p_value=0.001), dict(p_geglu_better=0.2, p_value=0.001),
-             dict(p_geglu_better=0.6, p_value=0.02), dict(p_geglu_better=0.9, p_value=math.nan)]
+    pair = dict(model="geglu", baseline="relu")
+    comps = [dict(pair, p_better=0.8, p_value=0.001), dict(pair, p_better=0.2, p_value=0.001),
+             dict(pair, model="swiglu", p_better=0.6, p_value=0.02), dict(pair, p_better=0.9, p_value=math.nan)]
     analyze.add_verdicts(comps, 0.05)
     # adjusted: 0.003, 0.003, 0.02 (x1 after the two smaller ones), nan
-    assert [c["verdict"] for c in comps][:3] == ["GeGLU better", "ReLU better", "GeGLU better"]
+    assert [c["verdict"] for c in comps][:3] == ["geglu better", "relu better", "swiglu better"]
     assert comps[2]["p_adjusted"] == pytest.approx(0.02)
     assert comps[3]["verdict"].startswith("not testable")  # nan p: no test was possible
-    comps = [dict(p_geglu_better=0.7, p_value=0.02), dict(p_geglu_better=0.7, p_value=0.03),
-             dict(p_geglu_better=0.7, p_value=0.04)]
+    comps = [dict(pair, p_better=0.7, p_value=0.02), dict(pair, p_better=0.7, p_value=0.03),
+             dict(pair, p_better=0.7, p_value=0.04)]
     analyze.add_verdicts(comps, 0.05)  # 0.06, 0.06, 0.06: nothing survives
     assert {c["verdict"] for c in comps} == {"no detectable difference"}
 
@@ -397,19 +403,28 @@ def synthetic_run(tmp_path_factory):
 
 def test_synthetic_mnist_gives_the_known_answer(synthetic_run):
     _, summary = synthetic_run
-    verdicts = {(c["k"], c["hidden"]): c for c in summary["mnist_comparisons"]}
+    assert summary["mnist_baseline"] == "relu"
+    assert {(c["model"], c["baseline"]) for c in summary["mnist_comparisons"]} == {("geglu", "relu")}
+    verdicts = {(c["k"], c["model_hidden"]): c for c in summary["mnist_comparisons"] if c["match"] == "hidden"}
     assert set(verdicts) == {(k, h) for k in (2, 4, 8) for h in (2, 16)}
+    assert all(c["baseline_hidden"] == c["model_hidden"] for c in verdicts.values())
     for k in (2, 4, 8):
-        assert verdicts[(k, 2)]["verdict"] == "GeGLU better" and verdicts[(k, 2)]["p_geglu_better"] > 0.7
+        assert verdicts[(k, 2)]["verdict"] == "geglu better" and verdicts[(k, 2)]["p_better"] > 0.7
         assert verdicts[(k, 16)]["verdict"] == "no detectable difference"
         lo, hi = verdicts[(k, 16)]["ci95"]
         assert lo < 0.5 < hi
         assert verdicts[(k, 2)]["p_adjusted"] >= verdicts[(k, 2)]["p_value"]
     assert [c["agrees_with_claim"] for c in summary["mnist_claim_check"]] == [True, True, True]
-    pairs = {(c["relu_hidden"], c["geglu_hidden"]) for c in summary["mnist_param_match_comparisons"]}
-    assert pairs == {(2, 1), (16, 8)}
-    for c in summary["mnist_param_match_comparisons"]:
-        assert c["verdict"] == "ReLU better"  # GeGLU at half the width is clearly worse here
+    # the log's matched_hidden:1,8 (a log of before matched_hidden_<model>: GeGLU's sizes) pairs
+    # ReLU 2 with GeGLU 1 and ReLU 16 with GeGLU 8
+    matched = [c for c in summary["mnist_comparisons"] if c["match"] == "params"]
+    assert {(c["baseline_hidden"], c["model_hidden"]) for c in matched} == {(2, 1), (16, 8)}
+    for c in matched:
+        assert c["verdict"] == "relu better"  # GeGLU at half the width is clearly worse here
+        assert (c["baseline_params"], c["model_params"]) in {(1588, 1578), (12704, 12624)}  # from the trial lines
+    # Holm over every comparison made: both tables are one family of 12
+    p = sorted(c["p_value"] for c in summary["mnist_comparisons"])
+    assert min(c["p_adjusted"] for c in summary["mnist_comparisons"]) == pytest.approx(min(1.0, 12 * p[0]))
     for model, hiddens in (("geglu", {"1", "2", "8", "16"}), ("relu", {"2", "16"})):
         assert set(h for h in summary["mnist"][model]) == hiddens
         for h in hiddens:
@@ -455,14 +470,15 @@ def test_synthetic_gpt_gives_the_known_answer(synthetic_run):
 def test_every_figure_and_summary_written(synthetic_run):
     out, summary = synthetic_run
     names = ["mnist_k2.png", "mnist_k4.png", "mnist_k8.png", "mnist_expected_best.png",
-             "mnist_p_geglu_better.png", "mnist_param_match.png", "gpt_val_loss.png",
+             "mnist_p_better.png", "mnist_param_match.png", "gpt_val_loss.png",
              "gpt_train_loss.png", "gpt_step_time.png", "gpt_val_loss_difference.png", "summary.md", "summary.json"]
     for name in names:
         assert (out / name).stat().st_size > 1000, name
         if name.endswith(".png"):
             assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["figure_notes"] == []  # three runs a group: every figure has something to compare
     md = (out / "summary.md").read_text()
-    assert "GeGLU better" in md and "swiglu_thin" in md and "agrees with claim" in md
+    assert "geglu better" in md and "swiglu_thin" in md and "agrees with claim" in md
 
 
 def test_duplicate_trials_counted_once_and_stopped_run_warned(tmp_path, capsys):
@@ -898,13 +914,55 @@ def test_cpu_memory_from_max_rss(tmp_path):
     assert "| 346 (rss) |" in (out / "summary.md").read_text()
 
 
+def test_a_single_run_draws_no_lonely_bar_or_point_and_its_time_axis_starts_timed(tmp_path):
+    """The CI smoke run's shape (40 steps, validation every 10): one run, so no step-time bar or
+    run-order point with nothing beside it (summary.md says why); its validation points at steps 0
+    and 10 both sit at train_time 0 (the first 10 steps are untimed), and the time axis starts at
+    the second (step 10), not with a vertical drop from step 0. (With runs to compare, both
+    figures are drawn: test_every_figure_and_summary_written, the scenario tests.)"""
+    path = gpt_log(tmp_path / "smoke.txt", steps=40, val_every=10, gpu="none", world_size=1, cpu=True)
+    out = tmp_path / "out"
+    assert analyze.main([str(path), "--out", str(out)]) == 0
+    summary, md = json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+    assert sorted(Path(f).name for f in summary["figures"]) == ["gpt_train_loss.png", "gpt_val_loss.png"]
+    assert not (out / "gpt_step_time.png").exists() and not (out / "gpt_run_order.png").exists()
+    assert len(summary["figure_notes"]) == 2
+    for note in summary["figure_notes"]:
+        assert f"- {note}" in md
+    assert summary["figure_notes"][0].startswith("gpt_step_time.png not drawn: one group (relu2)")
+    run = analyze.gpt_run(analyze.parse_log(path), 3.28, [])
+    assert list(run["val_step"][:3]) == [0, 10, 20] and list(run["val_time_ms"][:2]) == [0, 0]
+    assert analyze.last_untimed(run["val_time_ms"]) == 1  # step 10: the last point at 0 s
+    assert analyze.last_untimed([0.0, 125.0, 250.0]) == 0 and analyze.last_untimed([]) == 0
+
+
+def test_gpt_baseline_flag_picks_the_group_the_others_are_compared_with(tmp_path):
+    """Three MLPs (as MLPS can hold): each non-baseline group is compared with the --baseline's group."""
+    for i, (mlp, loss) in enumerate((("relu2", 3.25), ("swiglu_thin", 3.27), ("geglu", 3.26))):
+        for seed in range(2):
+            gpt_log(tmp_path / f"{mlp}-{seed}.txt", mlp, seed, loss + 0.001 * seed, 100.0 + i, hours(3 * seed + i))
+    summary, md = run_main(tmp_path, *sorted(tmp_path.glob("*.txt")))
+    rows = {r["mlp"]: r for r in summary["gpt"]}
+    assert [r["mlp"] for r in summary["gpt"]][0] == "relu2"  # the baseline first
+    assert rows["relu2"]["baseline"] is None and rows["swiglu_thin"]["baseline"] == rows["geglu"]["baseline"] == "relu2"
+    assert rows["geglu"]["final_val_loss_change"] == pytest.approx(0.01)
+    assert "Against the relu2 group" in md
+    summary, md = run_main(tmp_path, *sorted(tmp_path.glob("*.txt")), flags=["--baseline", "geglu"])
+    rows = {r["mlp"]: r for r in summary["gpt"]}
+    assert [r["mlp"] for r in summary["gpt"]][0] == "geglu" and rows["geglu"]["baseline"] is None
+    assert rows["relu2"]["baseline"] == rows["swiglu_thin"]["baseline"] == "geglu"
+    assert rows["relu2"]["final_val_loss_change"] == pytest.approx(-0.01)
+    assert "Against the geglu group" in md and summary["gpt_baseline"] == "geglu"
+
+
 def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
     gpt_log(tmp_path / "a.txt", seed=0, started=hours(0))
     gpt_log(tmp_path / "b.txt", seed=1, started=hours(1), source=FAKE_SOURCE + ["# an edit"])
     gpt_log(tmp_path / "c.txt", seed=2, started=hours(2), torch="2.12.0")
     warnings = []
     res = analyze.analyse_gpt([analyze.parse_log(tmp_path / n) for n in ("a.txt", "b.txt", "c.txt")],
-                              argparse.Namespace(target_loss=3.28, target_given=False, record_alpha=0.01, resamples=10, seed=0), warnings)
+                              argparse.Namespace(target_loss=3.28, target_given=False, record_alpha=0.01, resamples=10, seed=0,
+                                                 baseline=None), warnings)
     assert len(res["rows"]) == 1 and res["rows"][0]["runs"] == 3  # still replicates: same config
     assert any("different software (torch)" in w for w in warnings)
     assert any("different code" in w and "2 versions" in w for w in warnings)
@@ -912,19 +970,26 @@ def test_runs_of_different_code_in_one_group_are_warned(tmp_path):
 
 
 def mnist_log(path, hidden=(2, 4), batch_sizes=(8, 64), lrs=(0.1, 0.01, 0.001, 0.0001), seeds=2, skip=(),
-              done="done: trials:{n} time:1.0s", source=FAKE_SOURCE, level=None, collapse_lr=None, rng_seed=0):
-    """One train_mnist_ffn.py log of the grid given; skip: trial keys (model, hidden, batch_size,
-    lr, seed) not written; lr inf trains to train_loss nan and chance accuracy, as the real script
-    does; collapse_lr: GeGLU trials of that lr collapse to chance (finite loss); done: None for a
-    killed run."""
+              done="done: trials:{n} time:1.0s", source=FAKE_SOURCE, level=None, collapse_lr=None, rng_seed=0,
+              matched=None):
+    """One train_mnist_ffn.py log of the grid given; level: {(model, hidden): accuracy}, its models
+    in the order of their first key; matched:
+    {model: its matched sizes, one per size of hidden} (written as --param-match does); skip: trial
+    keys (model, hidden, batch_size, lr, seed) not written; lr inf trains to train_loss nan and
+    chance accuracy, as the real script does; collapse_lr: GeGLU trials of that lr collapse to
+    chance (finite loss); done: None for a killed run."""
     rng = np.random.default_rng(rng_seed)
     level = level or {("relu", 2): 0.60, ("geglu", 2): 0.70, ("relu", 4): 0.85, ("geglu", 4): 0.85}
-    records = [f"config: models:relu,geglu hidden:{','.join(map(str, hidden))} "
+    models = list(dict.fromkeys(m for m, _ in level))
+    match = "".join(f" matched_hidden_{m}:{','.join(map(str, sizes))}" for m, sizes in (matched or {}).items())
+    records = [f"config: models:{','.join(models)} hidden:{','.join(map(str, hidden))} "
                f"batch_sizes:{','.join(map(str, batch_sizes))} lrs:{','.join(map(repr, lrs))} "
                f"seeds:{','.join(map(str, range(seeds)))} epochs:1 train:48000 val:12000 test:10000 split_seed:42 "
-               f"init_std:0.02 data:mnist param_match:0 train_limit:0"]
+               f"init_std:0.02 data:mnist param_match:{int(bool(matched))}{match} train_limit:0"]
     n = 0
-    for model, h, bs, lr, seed in itertools.product(("relu", "geglu"), hidden, batch_sizes, lrs, range(seeds)):
+    cells = [(m, h) for m in models for h in hidden] + [
+        (m, h) for m, sizes in (matched or {}).items() for h in dict.fromkeys(sizes) if h not in hidden]
+    for (model, h), bs, lr, seed in itertools.product(cells, batch_sizes, lrs, range(seeds)):
         if (model, h, bs, lr, seed) in skip:
             continue
         acc = level[(model, h)] - {0.1: 0.2}.get(lr, 0.0) + rng.normal(0, 0.01)
@@ -959,17 +1024,100 @@ def test_killed_mnist_run_names_the_missing_trials_and_marks_the_cells(tmp_path)
     assert len(summary["mnist_missing_trials"]) == 32 and {t["batch_size"] for t in summary["mnist_missing_trials"]} == {64}
     for c in summary["mnist_comparisons"]:  # every cell lost half its trials, and says so
         assert any("8 of the 16 trials of the grid missing" in n for n in c["notes"])
-    assert summary["mnist"]["relu"]["2"]["notes"] == ["FFN_ReLU h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
-    table = md.split("Verdict:")[1]
-    assert "| notes |" in table and "- [1] FFN_GeGLU h=2: 8 of the 16 trials of the grid missing" in table
+    assert summary["mnist"]["relu"]["2"]["notes"] == ["relu h=2: 8 of the 16 trials of the grid missing (the run did not finish)"]
+    table = md.split("Verdict,")[1]
+    assert "| notes |" in table and "- [1] geglu h=2: 8 of the 16 trials of the grid missing" in table
     # the claim check averages the pools: it says it rests on noted ones
-    assert all(c["notes"] == ["the means include 4 of the 4 pools with notes (FFN_GeGLU h=2, FFN_ReLU h=2, "
-                              "FFN_GeGLU h=4, FFN_ReLU h=4): see the pool table"] for c in summary["mnist_claim_check"])
-    assert "| k | GeGLU mean | ReLU mean | study's check | notes |" in md
+    assert all(c["notes"] == ["the means include 4 of the 4 pools with notes (geglu h=2, relu h=2, "
+                              "geglu h=4, relu h=4): see the pool table"] for c in summary["mnist_claim_check"])
+    assert "| k | model | model mean | relu mean | study's check | notes |" in md
     # the same run finished (a complete grid with done:) has no such warning or note
     summary, md = run_main(tmp_path, mnist_log(tmp_path / "mnist-full.txt"))
     assert summary["warnings"] == [] and all(c["notes"] == [] for c in summary["mnist_comparisons"])
+    # a log of param_match:0 names no matched sizes: no equal-parameter table, and summary.md says why
+    assert {c["match"] for c in summary["mnist_comparisons"]} == {"hidden"}
+    assert "Equal parameter count: not compared, no log names parameter-matched sizes" in md
     assert "| notes |" not in md and all(c["notes"] == [] for c in summary["mnist_claim_check"])
+
+
+def test_a_third_model_gets_its_verdict_against_the_baseline(tmp_path, capsys):
+    """A log of relu, geglu and swiglu (a model added to MODELS), trained with --param-match: swiglu
+    gets its own verdicts against relu at equal hidden size and at the sizes the log matched."""
+    level = {("relu", 2): 0.60, ("geglu", 2): 0.70, ("swiglu", 2): 0.50, ("relu", 4): 0.85, ("geglu", 4): 0.85,
+             ("swiglu", 4): 0.85, ("geglu", 1): 0.45, ("swiglu", 1): 0.40}
+    path = mnist_log(tmp_path / "m.txt", level=level, seeds=4, matched={"geglu": (1, 2), "swiglu": (1, 2)})
+    out = tmp_path / "out"
+    assert analyze.main([str(path), "--out", str(out), "--k", "2", "--resamples", "200", "--bootstrap", "10"]) == 0
+    summary, md = json.loads((out / "summary.json").read_text()), (out / "summary.md").read_text()
+    assert summary["warnings"] == []
+    cells = {(c["model"], c["match"], c["baseline_hidden"]): c for c in summary["mnist_comparisons"]}
+    assert {c["baseline"] for c in cells.values()} == {"relu"}
+    assert set(cells) == {(m, match, h) for m in ("geglu", "swiglu") for match in ("hidden", "params") for h in (2, 4)}
+    assert cells[("swiglu", "hidden", 2)]["verdict"] == "relu better" and cells[("swiglu", "hidden", 2)]["p_better"] < 0.2
+    assert cells[("geglu", "hidden", 2)]["verdict"] == "geglu better"
+    assert cells[("swiglu", "hidden", 4)]["verdict"] == "no detectable difference"
+    # equal parameters: relu 2 (1588) ~ swiglu 1 (1578), relu 4 (3176) ~ swiglu 2 (3156), as the log says
+    eq = cells[("swiglu", "params", 2)]
+    assert (eq["model_hidden"], eq["model_params"], eq["baseline_params"]) == (1, 1578, 1588)
+    assert eq["verdict"] == "relu better"  # 0.40 against 0.60
+    # one Holm family over all 8 cells: the smallest p is multiplied by 8
+    smallest = min(summary["mnist_comparisons"], key=lambda c: c["p_value"])
+    assert smallest["p_adjusted"] == pytest.approx(min(1.0, 8 * smallest["p_value"]))
+    assert "| 2 | swiglu | 2 | " in md and "P(model>relu)" in md
+    verdicts = md.split("Verdict, each model against the baseline relu")[1]
+    assert next(l for l in verdicts.splitlines() if l.startswith("| 2 | swiglu | 2 | ")).endswith("| relu better |")
+    assert next(l for l in verdicts.splitlines() if l.startswith("| 2 | swiglu | 1 (1578) | 2 (1588) |")).endswith(
+        "| relu better |")
+    assert [(c["model"], c["agrees_with_claim"]) for c in summary["mnist_claim_check"]] == [("geglu", True), ("swiglu", False)]
+    assert {"mnist_p_better.png", "mnist_param_match.png"} <= {Path(f).name for f in summary["figures"]}
+    # Against geglu: relu and swiglu at equal hidden size; the log's sizes were matched to relu's
+    # counts, not geglu's, so no equal-parameter comparison, and a warning says why
+    summary, md = run_main(tmp_path, path, flags=["--baseline", "geglu"])
+    assert {(c["model"], c["baseline"], c["match"]) for c in summary["mnist_comparisons"]} == {
+        ("relu", "geglu", "hidden"), ("swiglu", "geglu", "hidden")}
+    assert any(w.startswith("swiglu's parameter-matched sizes in the log are not matched to geglu's counts")
+               for w in summary["warnings"])
+    assert "P(model>geglu)" in md
+    # a baseline that no log holds: one line, before any work, that names the models there are
+    capsys.readouterr()
+    assert analyze.main([str(path), "--out", str(tmp_path / "none"), "--baseline", "bilinear"]) == 2
+    assert capsys.readouterr().err == ("analyze.py: error: --baseline bilinear: no log read holds that model; give "
+                                       "one of geglu, relu, swiglu\n")
+    assert not (tmp_path / "none").exists()
+    # one that only the GPT logs hold leaves MNIST without comparisons, and says so
+    gpt_log(tmp_path / "gpt.txt", "swiglu_thin")
+    summary, _ = run_main(tmp_path, path, tmp_path / "gpt.txt", flags=["--baseline", "swiglu_thin"])
+    assert summary["mnist_comparisons"] == [] and any(
+        w.startswith("no swiglu_thin trials in the MNIST logs (models: relu, geglu, swiglu)") for w in summary["warnings"])
+
+
+@pytest.mark.slow
+def test_real_param_match_run_gets_every_model_compared(tmp_path, mnist_dir, repo_root):
+    """A real `train_mnist_ffn.py --param-match` run (tiny: 512 training images): every model of its
+    MODELS list is compared with relu at each hidden size, and at the sizes its config: record names
+    as matched (matched_hidden_<model>, or matched_hidden for GeGLU in logs before those keys), with
+    the parameter counts of its trial lines."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(repo_root / "train_mnist_ffn.py"), "--param-match", "--hidden", "2,4",
+                    "--batch-sizes", "64", "--seeds", "2", "--train-limit", "512", "--workers", "1",
+                    "--data-dir", str(mnist_dir), "--log-dir", str(tmp_path / "logs")], check=True, capture_output=True)
+    (log,) = (tmp_path / "logs").glob("mnist-*.txt")
+    config = analyze.parse_log(log)["config"]
+    models = config["models"].split(",")
+    matched = {m: [int(h) for h in config[key].split(",")] for m, key in analyze.matched_hidden_keys(config).items()}
+    assert matched and set(matched) <= set(models)
+    summary, md = run_main(tmp_path, log)
+    got = {(c["model"], c["match"], c["baseline_hidden"]): c for c in summary["mnist_comparisons"]}
+    want = {(m, "hidden", h) for m in models if m != "relu" for h in (2, 4)}
+    want |= {(m, "params", h) for m, sizes in matched.items() if m != "relu" for h in (2, 4)}
+    assert set(got) == want
+    params = {(t["model"], t["hidden"]): t["params"] for t in analyze.parse_log(log)["trials"]}
+    for m, sizes in matched.items():
+        for h, hm in zip((2, 4), sizes):
+            c = got[(m, "params", h)]
+            assert (c["model_hidden"], c["model_params"], c["baseline_params"]) == (hm, params[(m, hm)], params[("relu", h)])
+    assert all(c["verdict"] for c in got.values()) and "Equal parameter count" in md
 
 
 def test_describe_missing_slices_then_single_trials():
@@ -988,8 +1136,8 @@ def test_interrupted_mnist_run_is_warned_with_the_resume_command(tmp_path):
     assert any(w.startswith("m.txt: the run ended with status:interrupted; `python train_mnist_ffn.py --resume")
                for w in summary["warnings"])
     assert any(w.endswith("model=relu hidden=4 batch_size=64 lr=0.1 seed=1") for w in summary["warnings"])
-    notes = {(c["hidden"]): c["notes"] for c in summary["mnist_comparisons"]}
-    assert notes[2] == [] and notes[4] == ["FFN_ReLU h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
+    notes = {(c["model_hidden"]): c["notes"] for c in summary["mnist_comparisons"]}
+    assert notes[2] == [] and notes[4] == ["relu h=4: 1 of the 16 trials of the grid missing (the run did not finish)"]
 
 
 def test_nonfinite_trials_kept_by_default_and_left_out_on_request(tmp_path):
@@ -1000,8 +1148,8 @@ def test_nonfinite_trials_kept_by_default_and_left_out_on_request(tmp_path):
     summary, md = run_main(tmp_path, path)
     assert summary["mnist"]["relu"]["2"]["trials"] == 20 and summary["settings"]["keep_nonfinite"] is True
     assert ("16 MNIST trials with a non-finite train_loss (diverged: nan or inf) kept in the pool with the accuracy "
-            "they reached (a search that draws a diverging setting pays for it): FFN_GeGLU h=2: 4, FFN_GeGLU h=4: 4, "
-            "FFN_ReLU h=2: 4, FFN_ReLU h=4: 4; --drop-nonfinite leaves them out") in summary["warnings"]
+            "they reached (a search that draws a diverging setting pays for it): geglu h=2: 4, geglu h=4: 4, "
+            "relu h=2: 4, relu h=4: 4; --drop-nonfinite leaves them out") in summary["warnings"]
     assert all("4 diverged trial(s) kept" in " ".join(c["notes"]) for c in summary["mnist_comparisons"])
     # the diverged draws cost the search: best-of-2 is lower with them than without
     dropped, _ = run_main(tmp_path, path, flags=["--drop-nonfinite"])
@@ -1033,12 +1181,12 @@ def test_every_trial_nonfinite_or_nan_is_no_traceback(tmp_path):
     summary, md = nonfinite_run(tmp_path, path, "--drop-nonfinite")
     assert "mnist" not in summary or summary["mnist"] == {}
     empty = [w for w in summary["warnings"] if "with no trial left" in w]
-    assert empty == ["4 MNIST cell(s) with no trial left, shown as missing: FFN_GeGLU h=2: every one of its 4 trials "
-                     "left out (4 diverged, --drop-nonfinite); FFN_GeGLU h=4: every one of its 4 trials left out (4 "
-                     "diverged, --drop-nonfinite); FFN_ReLU h=2: every one of its 4 trials left out (4 diverged, "
-                     "--drop-nonfinite); FFN_ReLU h=4: every one of its 4 trials left out (4 diverged, --drop-nonfinite)"]
+    assert empty == ["4 MNIST cell(s) with no trial left, shown as missing: geglu h=2: every one of its 4 trials "
+                     "left out (4 diverged, --drop-nonfinite); geglu h=4: every one of its 4 trials left out (4 "
+                     "diverged, --drop-nonfinite); relu h=2: every one of its 4 trials left out (4 diverged, "
+                     "--drop-nonfinite); relu h=4: every one of its 4 trials left out (4 diverged, --drop-nonfinite)"]
     assert len(summary["mnist_empty_cells"]) == 4 and summary["figures"] == []
-    assert "| FFN_ReLU | 2 |  | missing: every one of its 4 trials left out (4 diverged, --drop-nonfinite) |" in md
+    assert "| relu | 2 |  | missing: every one of its 4 trials left out (4 diverged, --drop-nonfinite) |" in md
     assert "Not compared (a model's every trial at this size left out, see the pool table): h=2, h=4" in md
     nan_test = tmp_path / "nan_test.txt"
     nan_test.write_text(re.sub(r"test_acc:[0-9.]+", "test_acc:nan", mnist_log(tmp_path / "m2.txt").read_text()))
@@ -1054,7 +1202,7 @@ def test_one_model_missing_at_a_size_is_said_and_the_rest_compared(tmp_path):
     path.write_text("\n".join(re.sub(r"val_acc:[0-9.]+", "val_acc:nan", line) if line.startswith(
         "trial: model:geglu hidden:2 ") else line for line in path.read_text().splitlines()) + "\n")
     summary, md = nonfinite_run(tmp_path, path)
-    assert {c["hidden"] for c in summary["mnist_comparisons"]} == {4} and summary["mnist"]["relu"]["2"]["trials"] == 16
+    assert {c["model_hidden"] for c in summary["mnist_comparisons"]} == {4} and summary["mnist"]["relu"]["2"]["trials"] == 16
     assert summary["mnist_empty_cells"] == [dict(model="geglu", hidden=2, why="every one of its 16 trials left out "
                                                  "(16 nan accuracy)")]
     assert "Not compared (a model's every trial at this size left out, see the pool table): h=2" in md
@@ -1101,29 +1249,29 @@ def test_mean_and_p_that_disagree_get_their_explanation(tmp_path):
     level = {("relu", 2): 0.90, ("geglu", 2): 0.94, ("relu", 4): 0.92, ("geglu", 4): 0.95}
     path = mnist_log(tmp_path / "m.txt", level=level, collapse_lr=0.1, seeds=4)
     summary, md = run_main(tmp_path, path)
-    c = next(c for c in summary["mnist_comparisons"] if c["hidden"] == 2)
-    assert c["geglu_expected_test"] < c["relu_expected_test"] and c["p_geglu_better"] > 0.85
-    assert c["geglu_p_collapse"] == pytest.approx(1 / 16) and c["relu_p_collapse"] == 0
-    assert c["geglu_median_test"] > c["relu_median_test"]
+    c = next(c for c in summary["mnist_comparisons"] if c["model_hidden"] == 2)
+    assert c["model_expected_test"] < c["baseline_expected_test"] and c["p_better"] > 0.85
+    assert c["model_p_collapse"] == pytest.approx(1 / 16) and c["baseline_p_collapse"] == 0
+    assert c["model_median_test"] > c["baseline_median_test"]
     note = c["notes"][0]
-    assert note.startswith("k=2, h=2: GeGLU's search ends higher in") and "probability 6.2% against 0.0%" in note
+    assert note.startswith("k=2, geglu h=2 vs relu h=2: geglu's search ends higher in") and "probability 6.2% against 0.0%" in note
     assert note in md  # beside the table, as its footnote
     # and under the figure that shows the means (mnist_k2.png), in short, from the cells as the figure
     # gets them: run_main's analysis again (summary.json leaves out their mean_against_wins)
     args = argparse.Namespace(seed=0, estimator="dodge", keep_nonfinite=False, k=[2], bootstrap=10, resamples=100,
-                              alpha=0.05)
+                              alpha=0.05, baseline=None)
     res = analyze.analyse_mnist([analyze.parse_log(path)], args, [])
     cells = res["comparisons"]
-    assert [(c["hidden"], c["notes"]) for c in cells] == [(c["hidden"], c["notes"]) for c in summary["mnist_comparisons"]]
-    c = next(c for c in cells if c["hidden"] == 2)
-    assert c["mean_against_wins"] == "geglu"
+    assert [(c["model_hidden"], c["notes"]) for c in cells] == [(c["model_hidden"], c["notes"]) for c in summary["mnist_comparisons"]]
+    c = next(c for c in cells if c["model_hidden"] == 2)
+    assert c["mean_against_wins"] == "model"
     caption = analyze.mean_against_wins_caption(c)
-    assert caption.startswith("h=2: the verdict is GeGLU better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
+    assert caption.startswith("geglu vs relu, h=2: the verdict is geglu better (P = 0.9") and "in 6.2% of searches (vs 0.0%)" in caption
     for cell in cells:  # a caption exactly where the table has the note
-        explained = any(n.startswith(f"k={cell['k']}, h=") for n in cell["notes"])
+        explained = any(n.startswith(f"k={cell['k']}, ") for n in cell["notes"])
         assert (analyze.mean_against_wins_caption(cell) is not None) == explained
     # where mean and verdict agree, neither note nor caption
-    agree = dict(c, geglu_expected_test=c["relu_expected_test"] + 0.01)
+    agree = dict(c, model_expected_test=c["baseline_expected_test"] + 0.01)
     assert analyze.mean_against_wins(agree, res["pools"][("geglu", 2)], res["pools"][("relu", 2)], True) is None
     assert agree["mean_against_wins"] is None and analyze.mean_against_wins_caption(agree) is None
     # mean + sd of such a lopsided outcome passes accuracy 1; the bars' percentile interval cannot
@@ -1224,7 +1372,7 @@ def test_estimator_flag_reaches_the_tables_and_figures(tmp_path):
         max(float(l.split("val_acc:")[1].split()[0]) for l in path.read_text().splitlines()
             if l.startswith("trial: model:geglu hidden:2 ")))  # k = N: the best trial, surely
     for c in summary["mnist_comparisons"]:
-        assert 0 <= c["p_geglu_better"] <= 1 and c["p_value"] is not None
+        assert 0 <= c["p_better"] <= 1 and c["p_value"] is not None
 
 
 # ---------------------------------------------------------------------------------------------
