@@ -2219,13 +2219,14 @@ def mnist_markdown(res, args):
                                   {True: "agrees with claim", False: "disagrees with claim"}.get(
                                       c["agrees_with_claim"], "n/a")]
                                  for c in res["claim"]], [c["notes"] for c in res["claim"]])]
-    # a size where a model, or the baseline, lost every trial: said, not dropped in silence
-    cells = set(pools) | set(res["empty"])
-    uncompared = sorted({h for m, h in res["empty"]
-                         if (base, h) in cells and any(mm != base and hh == h for mm, hh in cells)})
+    # a cell that lost every trial and so misses its comparison with the baseline: said, not dropped
+    # in silence; where the baseline lost its cell, every model of that size misses it
+    others = {h for m, h in set(pools) | set(res["empty"]) if m != base}
+    uncompared = [cell_name(m, h) + (" (the baseline: no model compared at this size)" if m == base else "")
+                  for m, h in sorted(res["empty"], key=lambda c: (c[1], c[0] != base, c[0]))
+                  if (m == base and h in others) or (m != base and (base, h) in pools)]
     if uncompared:
-        out += ["", "Not compared (a model's every trial at this size left out, see the pool table): "
-                + ", ".join(f"h={h}" for h in uncompared)]
+        out += ["", f"Not compared with {base} (every trial left out, see the pool table): " + ", ".join(uncompared)]
     if matched:
         out += ["", f"Equal parameter count: each size of {base} against the model's size the training log "
                 f"names as parameter-matched (matched_hidden_<model>; parameter counts from the trial lines); "

@@ -1187,7 +1187,8 @@ def test_every_trial_nonfinite_or_nan_is_no_traceback(tmp_path):
                      "--drop-nonfinite); relu h=4: every one of its 4 trials left out (4 diverged, --drop-nonfinite)"]
     assert len(summary["mnist_empty_cells"]) == 4 and summary["figures"] == []
     assert "| relu | 2 |  | missing: every one of its 4 trials left out (4 diverged, --drop-nonfinite) |" in md
-    assert "Not compared (a model's every trial at this size left out, see the pool table): h=2, h=4" in md
+    assert ("Not compared with relu (every trial left out, see the pool table): relu h=2 (the baseline: no model "
+            "compared at this size), relu h=4 (the baseline: no model compared at this size)\n") in md
     nan_test = tmp_path / "nan_test.txt"
     nan_test.write_text(re.sub(r"test_acc:[0-9.]+", "test_acc:nan", mnist_log(tmp_path / "m2.txt").read_text()))
     summary, md = nonfinite_run(tmp_path, nan_test)
@@ -1205,8 +1206,22 @@ def test_one_model_missing_at_a_size_is_said_and_the_rest_compared(tmp_path):
     assert {c["model_hidden"] for c in summary["mnist_comparisons"]} == {4} and summary["mnist"]["relu"]["2"]["trials"] == 16
     assert summary["mnist_empty_cells"] == [dict(model="geglu", hidden=2, why="every one of its 16 trials left out "
                                                  "(16 nan accuracy)")]
-    assert "Not compared (a model's every trial at this size left out, see the pool table): h=2" in md
+    assert "Not compared with relu (every trial left out, see the pool table): geglu h=2\n" in md
     assert len([w for w in summary["warnings"] if "with no trial left" in w]) == 1 and summary["figures"]
+
+
+def test_a_missing_cell_is_named_by_model_beside_a_third_model_compared(tmp_path):
+    """With a third model, a size is not all-or-nothing: geglu h=2 lost its trials while swiglu h=2
+    is compared with relu h=2; relu h=4 (the baseline) lost its trials, so no model is compared there."""
+    level = {(m, h): 0.6 + 0.1 * i + 0.1 * j for j, h in enumerate((2, 4)) for i, m in enumerate(("relu", "geglu", "swiglu"))}
+    path = mnist_log(tmp_path / "m.txt", level=level)
+    lost = ("trial: model:geglu hidden:2 ", "trial: model:relu hidden:4 ")
+    path.write_text("\n".join(re.sub(r"val_acc:[0-9.]+", "val_acc:nan", line) if line.startswith(lost) else line
+                              for line in path.read_text().splitlines()) + "\n")
+    summary, md = nonfinite_run(tmp_path, path)
+    assert {(c["model"], c["model_hidden"]) for c in summary["mnist_comparisons"]} == {("swiglu", 2)}
+    assert ("Not compared with relu (every trial left out, see the pool table): geglu h=2, "
+            "relu h=4 (the baseline: no model compared at this size)\n") in md
 
 
 @pytest.mark.slow
