@@ -771,3 +771,40 @@ def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synt
     assert len([r for r in records if r[0] == "trial"]) == 4
     assert [v["status"] for name, _, v in records if name == "done"] == ["interrupted", "ok"]
 
+
+# ------------------------------------------------------------------------------------------
+# bench/bench_mnist.py: bad input gets one line, exit status 2, before anything is timed
+
+def run_bench(repo_root, *args):
+    return subprocess.run([sys.executable, str(repo_root / "bench" / "bench_mnist.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--seeds", "0"], "--seeds: must be at least 1"),
+    (["--repeat", "0"], "--repeat: must be at least 1"),
+    (["--workers", "0"], "--workers: must be at least 1"),
+    (["--threads", "-1"], "--threads: must be at least 1"),
+    (["--seeds", "two"], "expected an integer"),
+    (["--models", "relu,nosuchmodel"], "unknown model"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bench_refuses_bad_flags_in_one_line(repo_root, args, complaint):
+    assert complaint in one_line_error(run_bench(repo_root, *args))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA GPU")
+def test_bench_refuses_cuda_without_a_gpu(repo_root):
+    assert "--device cuda but torch sees no CUDA GPU" in one_line_error(run_bench(repo_root, "--device", "cuda"))
+
+
+def test_bench_refuses_a_missing_or_damaged_data_folder(repo_root, synthetic_dir, tmp_path):
+    message = one_line_error(run_bench(repo_root, "--data-dir", str(tmp_path / "nowhere")))
+    assert "no such folder" in message
+    folder = tmp_path / "m"
+    shutil.copytree(synthetic_dir, folder)
+    images = folder / "train-images-idx3-ubyte"  # the first file read (the others would fail MNIST's checksums)
+    images.write_bytes(images.read_bytes()[:1000])  # a cut copy
+    assert "train-images-idx3-ubyte: truncated" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
+    images.unlink()
+    assert "train-images-idx3-ubyte(.gz) not found" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
