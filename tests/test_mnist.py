@@ -546,10 +546,11 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
     names = [r[0] for r in records]
     assert names[1] == "config" and names[-1] == "done" and set(names[2:-1]) == {"trial"}
     config = records[1][2]
-    assert config["models"] == "relu,geglu" and config["hidden"] == "2,4" and config["seeds"] == "0,1"
+    assert config["models"] == ",".join(M.Hparams.models) and config["hidden"] == "2,4" and config["seeds"] == "0,1"
     assert config["split_seed"] == "42" and config["param_match"] == "1" and config["train"] == "160"
     assert config["val"] == "12000" and config["init_std"] == "0.02" and config["data"] == "unverified"
     assert config["matched_hidden"] == config["matched_hidden_geglu"] == "1,2"
+    assert {f.name for f in M.grid_fields()} <= set(config)  # every field that shapes the results
     # the contract's keys in its order, then the keys added since (never renamed or reordered)
     assert list(config)[:12] == ["models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "train", "val",
                                  "test", "split_seed", "init_std", "data"]
@@ -562,7 +563,7 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
             "test_acc", "time"}
     for t in trials:
         assert keys <= set(t)
-        assert t["model"] in ("relu", "geglu") and int(t["params"]) == M.n_params(t["model"], int(t["hidden"]))
+        assert t["model"] in M.Hparams.models and int(t["params"]) == M.n_params(t["model"], int(t["hidden"]))
         for k in ("train_loss", "val_acc", "test_acc"):
             number(t[k])
         assert re.fullmatch(r"\d+\.\d+s", t["time"])
