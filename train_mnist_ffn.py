@@ -107,27 +107,35 @@ class Hparams:
     lrs: tuple = flag((0.1, 0.01, 0.001, 0.0001), "Adam learning rates")
     seeds: int = flag(8, "number of seeds: trains seeds 0..N-1")
     epochs: int = flag(1, "passes over the 48,000 training images")
-    param_match: bool = flag(False, "also train GeGLU at the hidden size whose parameter count "
-                                    "is closest to ReLU's at each --hidden size")
+    param_match: bool = flag(False, "also train every other model at the hidden size whose parameter "
+                                    "count is closest to relu's (BASELINE in this file) at each --hidden "
+                                    "size: about h/2 for a gated model, which reads two projections")
+    # grid=False: a field that says where and how a run runs, not what it computes; it is not in
+    # the config: record, and --resume takes it from the command line. Every other field is.
     device: str = flag("auto", "auto (cuda when available), cpu or cuda",
-                       choices=("auto", "cpu", "cuda"))
+                       choices=("auto", "cpu", "cuda"), grid=False)
     threads: int = flag(1, "CPU threads for torch. One is best on a small or shared CPU: the "
                            "grid's per-step ops are small, and on a busy machine intra-op threads "
-                           "wait on each other (25x slower measured on 2 shared cores)")
+                           "wait on each other (25x slower measured on 2 shared cores)", grid=False)
     workers: int = flag(2, "groups (one per batch size) trained at the same time, each in its own "
-                           "thread with --threads intra-op threads; 2 uses both cores of a 2-core CPU")
-    log_dir: str = flag("logs", "folder for the log file")
+                           "thread with --threads intra-op threads; 2 uses both cores of a 2-core CPU",
+                     grid=False)
+    log_dir: str = flag("logs", "folder for the log file", grid=False)
     data_dir: str = flag("", "folder with the four MNIST files (.gz or raw); default: download "
-                             "into data/mnist/ next to this script")
-    resume: str = flag("", "continue this log: add the trial lines missing from it")
+                             "into data/mnist/ next to this script", grid=False)
+    resume: str = flag("", "continue this log: add the trial lines missing from it", grid=False)
     train_limit: int = flag(0, "train on only the first N of the 48,000 training images "
                                "(0 = all; for tests and quick looks)", minimum=0)
     no_checksum: bool = flag(False, "accept --data-dir files in MNIST's format and sizes whose checksums "
                                     "are not MNIST's (Fashion-MNIST, a synthetic set); logged as data:unverified")
 
 
-GRID_KEYS = ("models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "param_match",
-             "train_limit", "no_checksum")  # what a --resume takes from the log's config: line
+def grid_fields():
+    """The fields of Hparams that shape the results: each is a key of the config: record, and
+    --resume takes them from there (a function, not a constant: a test extends Hparams)."""
+    return [f for f in fields(Hparams) if f.metadata.get("grid", True)]
+
+
 SPLIT_SEED = 42       # the 48,000 / 12,000 train / validation split
 INIT_STD = 0.02       # every weight is N(0, 1) * 0.02
 ADAM_BETAS = (0.9, 0.999)
@@ -152,6 +160,10 @@ class UsageError(Exception):
 # last two axes as for one trial alone and other trials on leading axes, so anything over the
 # units or the batch (axis -2) is per trial. Its inputs are its own: it may write them in place.
 
+# The family of Shazeer (2020), "GLU Variants Improve Transformer": plain FFNs act on one
+# projection; the gated ones (GLU variants) multiply the projection w_in by an activation of a
+# second one, w_gate, so at the same h they have about twice the input weights.
+
 def ffn_relu(xw):
     return torch.relu(xw["w_in"])
 
@@ -160,23 +172,61 @@ def ffn_geglu(xw):
     return xw["w_in"] * F.gelu(xw["w_gate"])  # exact (erf) GELU, as nn.GELU()
 
 
+def ffn_reglu(xw):
+    return xw["w_in"] * torch.relu(xw["w_gate"])
+
+
+def ffn_swiglu(xw):
+    return xw["w_in"] * F.silu(xw["w_gate"])  # Swish with beta 1: x * sigmoid(x)
+
+
+def ffn_bilinear(xw):
+    return xw["w_in"] * xw["w_gate"]  # the gate without an activation
+
+
+def ffn_gelu(xw):
+    return F.gelu(xw["w_in"])  # exact (erf) GELU, as nn.GELU()
+
+
+def ffn_swish(xw):
+    return F.silu(xw["w_in"])  # Swish with beta 1: x * sigmoid(x)
+
+
 # name -> (hidden-layer function, the 784 x h input matrices it uses). W_out (h x 10) is common.
+# The parameter count, the init, --param-match's sizes and the config: record follow from the
+# entry; the tests check every entry against a plain loop.
 MODELS = {
     "relu": (ffn_relu, ("w_in",)),
     "geglu": (ffn_geglu, ("w_in", "w_gate")),
+    "reglu": (ffn_reglu, ("w_in", "w_gate")),
+    "swiglu": (ffn_swiglu, ("w_in", "w_gate")),
+    "bilinear": (ffn_bilinear, ("w_in", "w_gate")),
+    "gelu": (ffn_gelu, ("w_in",)),
+    "swish": (ffn_swish, ("w_in",)),
 }
+BASELINE = "relu"  # --param-match sizes every other model to this one's parameter counts
 
 
 def n_params(model, hidden):
-    return (784 * len(MODELS[model][1]) + 10) * hidden  # ReLU 794h, GeGLU 1578h
+    """Each 784 x h input matrix the model names, and W_out (h x 10): 794h plain, 1578h gated."""
+    return (784 * len(MODELS[model][1]) + 10) * hidden
 
 
-def matched_hidden(relu_hidden, model="geglu"):
-    """The hidden size of `model` whose parameter count is closest to ReLU's at relu_hidden
-    (ties -> the smaller size, at least 1): ReLU 2,4,8,16 -> GeGLU 1,2,4,8."""
-    target, per_unit = n_params("relu", relu_hidden), n_params(model, 1)
+def matched_hidden(baseline_hidden, model):
+    """The hidden size of `model` whose parameter count is closest to BASELINE's at
+    baseline_hidden (ties -> the smaller size, at least 1): relu 2,4,8,16 -> a gated model's
+    1,2,4,8, a plain one's 2,4,8,16."""
+    target, per_unit = n_params(BASELINE, baseline_hidden), n_params(model, 1)
     low = max(1, target // per_unit)
     return min((low, low + 1), key=lambda h: (abs(h * per_unit - target), h))
+
+
+def param_matched(hp):
+    """With --param-match, {model: its matched size at each --hidden size, in that order} for
+    every model of the run but BASELINE; {} without."""
+    if not hp.param_match:
+        return {}
+    return {model: [matched_hidden(h, model) for h in hp.hidden] for model in hp.models if model != BASELINE}
 
 
 def init_weights(model, hidden, seed):
@@ -631,6 +681,42 @@ def make_parser():
     return parser
 
 
+def config_value(value):
+    """A config: value: lists comma-separated, booleans 0/1, floats as repr (1e-05, 0.0001)."""
+    if isinstance(value, tuple):
+        return ",".join(config_value(v) for v in value)
+    return str(int(value)) if isinstance(value, bool) else repr(value) if isinstance(value, float) else str(value)
+
+
+def config_value_from(default, text):
+    """config_value read back, as the type of the field's default."""
+    if isinstance(default, tuple):
+        return tuple(type(default[0])(v) for v in text.split(","))
+    return text == "1" if isinstance(default, bool) else type(default)(text)
+
+
+def config_record(hp, data):
+    """The config: record: every grid field of hp, in Hparams' order, and what follows from them.
+    The log contract's keys keep their order (models ... epochs, then the data's train val test
+    split_seed init_std data) and old readers their keys (seeds as the list 0..N-1, matched_hidden
+    for geglu); keys are only ever added."""
+    record = {}
+    for f in grid_fields():
+        record[f.name] = config_value(getattr(hp, f.name))
+        if f.name == "seeds":
+            record["seeds"] = config_value(tuple(range(hp.seeds)))
+        elif f.name == "epochs":
+            record.update(train=len(data["train_y"]), val=len(data["val_y"]), test=len(data["test_y"]),
+                          split_seed=SPLIT_SEED, init_std=INIT_STD, data="unverified" if hp.no_checksum else "mnist")
+        elif f.name == "param_match":
+            matched = param_matched(hp)
+            if "geglu" in matched:  # the key analyze.py read before there were other models
+                record["matched_hidden"] = config_value(tuple(matched["geglu"]))
+            record.update({f"matched_hidden_{model}": config_value(tuple(sizes)) for model, sizes in matched.items()})
+    record.update(adam_betas=config_value(ADAM_BETAS), adam_eps=ADAM_EPS)
+    return "config: " + " ".join(f"{key}:{value}" for key, value in record.items())
+
+
 def config_from_log(path, config):
     """Hparams grid values from a log's config: record."""
     try:
@@ -641,6 +727,9 @@ def config_from_log(path, config):
                     "epochs": int(config["epochs"]), "param_match": config.get("param_match") == "1",
                     "train_limit": int(config.get("train_limit", "0")),
                     "no_checksum": config.get("data") == "unverified"}
+        for f in grid_fields():  # a field added since: read back as config_record wrote it, or its default
+            if f.name not in from_log:
+                from_log[f.name] = config_value_from(f.default, config[f.name]) if f.name in config else f.default
     except (KeyError, ValueError):
         raise UsageError(f"{path}: its config: line is not a train_mnist_ffn.py grid (a train_gpt.py log?); "
                          f"pass the log of a train_mnist_ffn.py run")
@@ -654,10 +743,10 @@ def config_from_log(path, config):
 
 
 def grid(hp):
-    """Every trial of the study (plus the parameter-matched GeGLU sizes with --param-match)."""
+    """Every trial of the study (plus each model's parameter-matched sizes with --param-match)."""
     sizes = {model: list(hp.hidden) for model in hp.models}
-    if hp.param_match:
-        sizes["geglu"] += [h for h in sorted({matched_hidden(h) for h in hp.hidden}) if h not in hp.hidden]
+    for model, matched in param_matched(hp).items():
+        sizes[model] += [h for h in sorted(set(matched)) if h not in hp.hidden]
     return [Trial(model, h, bs, lr, seed, hp.epochs) for bs in hp.batch_sizes for model in hp.models
             for h in sizes[model] for lr in hp.lrs for seed in range(hp.seeds)]
 
@@ -692,14 +781,15 @@ def run(argv):
         if config is None:
             raise UsageError(f"--resume {log_path}: no config: line; it is not a train_mnist_ffn.py log")
         from_log = config_from_log(log_path, config)
-        clashes = [k for k in GRID_KEYS if k in given and given[k] != from_log[k]]
+        clashes = [f.name for f in grid_fields() if f.name in given and given[f.name] != from_log[f.name]]
         if clashes:
             raise UsageError(f"--resume continues the grid recorded in {log_path}; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in clashes)} or start a new log")
         given.update(from_log)
     hp = Hparams(**given)
-    if hp.param_match and not {"relu", "geglu"} <= set(hp.models):
-        raise UsageError("--param-match needs both relu and geglu in --models")
+    if hp.param_match and (BASELINE not in hp.models or len(hp.models) < 2):
+        raise UsageError(f"--param-match sizes the other models to {BASELINE}'s parameter counts: it needs "
+                         f"{BASELINE} and at least one other model in --models")
     torch.set_num_threads(hp.threads)
     # Adam's moments of the rarely lit border pixels decay below 1e-38 (float32's smallest normal
     # number), and arithmetic on such subnormal numbers is ~2x slower on x86 CPUs: the batch-8
@@ -745,14 +835,7 @@ def run(argv):
                   f"device:{device_name} host:{socket.gethostname().replace(' ', '_')}\n")
         log.write("=" * 100 + "\n" + Path(__file__).read_text().rstrip("\n") + "\n" + environment()
                   + "=" * 100 + "\n")
-        matched = ",".join(str(matched_hidden(h)) for h in hp.hidden) if hp.param_match else None
-        log.write(f"config: models:{','.join(hp.models)} hidden:{','.join(map(str, hp.hidden))} "
-                  f"batch_sizes:{','.join(map(str, hp.batch_sizes))} lrs:{','.join(repr(lr) for lr in hp.lrs)} "
-                  f"seeds:{','.join(str(s) for s in range(hp.seeds))} epochs:{hp.epochs} train:{n_train} "
-                  f"val:{len(data['val_y'])} test:{len(data['test_y'])} split_seed:{SPLIT_SEED} "
-                  f"init_std:{INIT_STD} data:{'unverified' if hp.no_checksum else 'mnist'} "
-                  f"param_match:{int(hp.param_match)}" + (f" matched_hidden:{matched}" if matched else "")
-                  + f" train_limit:{hp.train_limit} adam_betas:{ADAM_BETAS[0]},{ADAM_BETAS[1]} adam_eps:{ADAM_EPS}\n")
+        log.write(config_record(hp, data) + "\n")
         log.flush()
     else:
         content = log_path.read_bytes()
@@ -814,13 +897,13 @@ def run(argv):
 
     # summary: the best validation accuracy per model and hidden size, and its test accuracy
     wanted = set(trials)
-    print(f"\n{'model':<6} {'hidden':>6} {'params':>7} {'best val':>9} {'its test':>9}  batch_size,lr,seed")
+    print(f"\n{'model':<8} {'hidden':>6} {'params':>7} {'best val':>9} {'its test':>9}  batch_size,lr,seed")
     for model in hp.models:
         for h in sorted({t.hidden for t in trials if t.model == model}):
             mine = [(float(v["val_acc"]), float(v["test_acc"]), t) for t, v in done.items()
                     if t.model == model and t.hidden == h and t in wanted]
             val, test, t = max(mine, key=lambda m: (m[0] if m[0] == m[0] else -1, m[1]))
-            print(f"{model:<6} {h:>6} {n_params(model, h):>7} {val:>9.4f} {test:>9.4f}  {t.batch_size},{t.lr!r},{t.seed}")
+            print(f"{model:<8} {h:>6} {n_params(model, h):>7} {val:>9.4f} {test:>9.4f}  {t.batch_size},{t.lr!r},{t.seed}")
     print(f"\n{len(todo)} trials trained in {time.perf_counter() - t0:.1f}s; log: {log_path}\n"
           f"next: python analyze.py {log_path}")
     return log_path

@@ -1,8 +1,8 @@
 """Benchmark: train_mnist_ffn.py's batched trainer against a plain per-trial PyTorch loop, and
 what each of its speed tricks is worth.
 
-Trains the default grid (relu,geglu x hidden 2,4,8,16 x batch sizes 8,64 x 4 learning rates)
-for --seeds seeds (default 1: 64 trials), both ways, in one run, and prints both wall times,
+Trains the study's grid (--models, default relu,geglu, x hidden 2,4,8,16 x batch sizes 8,64 x 4
+learning rates) for --seeds seeds (default 1: 64 trials), both ways, in one run, and prints both wall times,
 trials per second and the ratio. The plain loop is what one would write without batching:
 for each trial, its own weights, torch.optim.Adam, and one forward/backward per batch, with the
 same models, init and data order as the script. The batched side runs as the script runs it:
@@ -18,6 +18,10 @@ makes training slower.
     python bench/bench_mnist.py --tricks --repeat 3  # and what each trick is worth, fastest of 3
     python bench/bench_mnist.py --quick              # a tenth of the training images
     python bench/bench_mnist.py --seeds 8 --device cuda
+    python bench/bench_mnist.py --models relu,swiglu --quick  # any models of MODELS
+
+Bad input (a flag, --device cuda without a GPU, a missing or damaged data folder) gets one line
+`error: ...` and exit status 2, before anything is timed.
 """
 import argparse
 import contextlib
@@ -111,35 +115,65 @@ def time_batched(trials, batch_sizes, data, workers, device):
     return time.perf_counter() - start, results
 
 
+class FlagParser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's usage + error lines, as one line (main's `error: ...`)
+        raise M.UsageError(f"{message} (python bench/bench_mnist.py --help lists the flags)")
+
+
+def at_least_1(text):
+    return M.parse_int(1, text)
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=1, help="seeds of the default grid (64 trials each)")
+    """Bad input (a flag, the device, the data folder): one line `error: ...`, exit status 2,
+    before anything is timed."""
+    try:
+        args, device, data = setup()
+    except M.UsageError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+    bench(args, device, data)
+
+
+def setup():
+    parser = FlagParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=at_least_1, default=1, help="seeds of the grid (64 trials each for the default models)")
+    parser.add_argument("--models", type=lambda s: M.parse_list(str, s), default=M.Hparams.models,
+                        help=f"keys of MODELS in train_mnist_ffn.py (default {','.join(M.Hparams.models)}, the study's)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--quick", action="store_true", help="train on 4,800 of the 48,000 images")
     parser.add_argument("--data-dir", default=None,
                         help="MNIST folder (default: ../shared/data/mnist if present, else data/mnist)")
-    parser.add_argument("--threads", type=int, default=M.Hparams.threads, help="torch CPU threads (both ways)")
-    parser.add_argument("--workers", type=int, default=M.Hparams.workers,
+    parser.add_argument("--threads", type=at_least_1, default=M.Hparams.threads, help="torch CPU threads (both ways)")
+    parser.add_argument("--workers", type=at_least_1, default=M.Hparams.workers,
                         help="batch-size groups the batched trainer trains at once (as train_mnist_ffn.py)")
     parser.add_argument("--skip-plain", action="store_true", help="time only the batched trainer")
     parser.add_argument("--tricks", action="store_true", help="also time the batched trainer without each trick")
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=at_least_1, default=1,
                         help="time each batched variant this many times, interleaved, and keep the fastest "
                              "(a shared machine's slow spells hit one run, not all)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as train_mnist_ffn.py does (the plain loop measured the same either way)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise M.UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
     shared = REPO.parent / "shared" / "data" / "mnist"
     folder = Path(args.data_dir) if args.data_dir else (shared if shared.is_dir() else M.DEFAULT_DATA_DIR)
+    if not folder.is_dir() and folder != M.DEFAULT_DATA_DIR:
+        raise M.UsageError(f"--data-dir {folder}: no such folder; pass the folder of the four MNIST files")
     if folder == M.DEFAULT_DATA_DIR:
         M.download_mnist(folder)
     data = M.mnist_tensors(M.load_mnist(folder, downloaded=folder == M.DEFAULT_DATA_DIR), device,
                            4800 if args.quick else 0)
-    hp = M.Hparams(seeds=args.seeds)
+    return args, device, data
+
+
+def bench(args, device, data):
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as train_mnist_ffn.py does (the plain loop measured the same either way)
+    hp = M.Hparams(models=args.models, seeds=args.seeds)
     trials = M.grid(hp)
-    print(f"{len(trials)} trials ({args.seeds} seed(s) of the default grid), {len(data['train_y'])} training "
+    print(f"{len(trials)} trials ({args.seeds} seed(s) of the grid of {','.join(hp.models)}), {len(data['train_y'])} training "
           f"images, device {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"batched with {args.workers} worker(s)")
 

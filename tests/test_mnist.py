@@ -1,10 +1,11 @@
 """Tests of train_mnist_ffn.py: data (IDX parsing, checksums, downloads from mirrors), every
 model of MODELS trained beside others as alone and as a plain per-trial loop with
-torch.optim.Adam, isolation of a diverging trial, resume, bad input, Ctrl-C and the log
-contract. CPU. The trainer, resume and command-line tests run on a synthetic MNIST-shaped set
+torch.optim.Adam, isolation of a diverging trial, resume, bad input (of the trainer and of
+bench/bench_mnist.py), Ctrl-C and the log contract with its config: record. CPU. The trainer, resume and command-line tests run on a synthetic MNIST-shaped set
 made here; only the tests about the real files (format, checksums, downloads, the reference
 log's accuracies) need real MNIST from ../shared and skip without it."""
 import contextlib
+import dataclasses
 import functools
 import io
 import gzip
@@ -481,16 +482,30 @@ def test_a_stopped_run_stops_its_other_groups(small_data):
     assert max(slow_reports, default=0) < 0.5  # run to its end, it would report up to 1.0
 
 
-def test_param_match_rule():
-    assert [M.matched_hidden(h) for h in (2, 4, 8, 16)] == [1, 2, 4, 8]
-    assert M.matched_hidden(1) == 1 and M.matched_hidden(3) == 2  # |3156-2382| < |1578-2382|
-    assert M.n_params("relu", 16) == 794 * 16 and M.n_params("geglu", 8) == 1578 * 8
-    plain = M.grid(M.Hparams(seeds=1))
-    matched = M.grid(M.Hparams(seeds=1, param_match=True))
-    assert len(plain) == 64
-    extra = sorted(set(matched) - set(plain))
-    assert {t.hidden for t in extra} == {1} and {t.model for t in extra} == {"geglu"}
-    assert len(extra) == 2 * 4  # two batch sizes x four learning rates
+@pytest.mark.parametrize("model", EVERY_MODEL)
+def test_param_match_rule(models, model):
+    """Every model is matched to the baseline by how many 784 x h projections it reads (its
+    parameter count is checked against its weights in the plain-loop test): one, as relu, keeps
+    relu's sizes; two, as the gated ones, about halves them."""
+    n_matrices = len(M.MODELS[model][1])
+    assert M.n_params(model, 5) == (784 * n_matrices + 10) * 5
+    matched = [M.matched_hidden(h, model) for h in (1, 2, 3, 4, 8, 16)]
+    assert matched == {1: [1, 2, 3, 4, 8, 16], 2: [1, 1, 2, 2, 4, 8]}[n_matrices]  # 3: |3156-2382| < |1578-2382|
+    run_models = tuple(dict.fromkeys((M.BASELINE, model)))
+    grid = M.grid(M.Hparams(models=run_models, seeds=1, param_match=len(run_models) == 2))
+    extra = [t for t in grid if t.hidden not in M.Hparams.hidden]  # the matched sizes not in --hidden
+    assert len(grid) == 32 * len(run_models) + len(extra)
+    assert {(t.model, t.hidden) for t in extra} == ({(model, 1)} if n_matrices == 2 else set())
+
+
+def test_param_match_sizes_every_model_but_the_baseline():
+    hp = M.Hparams(models=tuple(M.MODELS), seeds=1, param_match=True)
+    matched = M.param_matched(hp)
+    assert list(matched) == [m for m in M.MODELS if m != M.BASELINE]
+    assert all(sizes == [M.matched_hidden(h, m) for h in hp.hidden] for m, sizes in matched.items())
+    assert sorted(M.grid(hp)) == sorted(M.Trial(m, h, bs, lr, 0, 1) for m in M.MODELS
+                                        for h in sorted(set(hp.hidden) | set(matched.get(m, [])))
+                                        for bs in hp.batch_sizes for lr in hp.lrs)
 
 
 # ------------------------------------------------------------------------------------------
@@ -531,9 +546,16 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
     names = [r[0] for r in records]
     assert names[1] == "config" and names[-1] == "done" and set(names[2:-1]) == {"trial"}
     config = records[1][2]
-    assert config["models"] == "relu,geglu" and config["hidden"] == "2,4" and config["seeds"] == "0,1"
+    assert config["models"] == ",".join(M.Hparams.models) and config["hidden"] == "2,4" and config["seeds"] == "0,1"
     assert config["split_seed"] == "42" and config["param_match"] == "1" and config["train"] == "160"
     assert config["val"] == "12000" and config["init_std"] == "0.02" and config["data"] == "unverified"
+    assert config["matched_hidden"] == config["matched_hidden_geglu"] == "1,2"
+    assert {f.name for f in M.grid_fields()} <= set(config)  # every field that shapes the results
+    # the contract's keys in its order, then the keys added since (never renamed or reordered)
+    assert list(config)[:12] == ["models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "train", "val",
+                                 "test", "split_seed", "init_std", "data"]
+    assert list(config)[12:] == ["param_match", "matched_hidden", "matched_hidden_geglu", "train_limit",
+                                 "no_checksum", "adam_betas", "adam_eps"]
     trials = [r[2] for r in records if r[0] == "trial"]
     # 2 models x 2 hidden x 2 batch sizes x 2 lrs x 2 seeds, plus GeGLU at h=1 (param-matched to ReLU h=2)
     assert len(trials) == 32 + 8
@@ -541,7 +563,7 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
             "test_acc", "time"}
     for t in trials:
         assert keys <= set(t)
-        assert t["model"] in ("relu", "geglu") and int(t["params"]) == M.n_params(t["model"], int(t["hidden"]))
+        assert t["model"] in M.Hparams.models and int(t["params"]) == M.n_params(t["model"], int(t["hidden"]))
         for k in ("train_loss", "val_acc", "test_acc"):
             number(t[k])
         assert re.fullmatch(r"\d+\.\d+s", t["time"])
@@ -595,6 +617,35 @@ def test_resume_refuses_a_different_grid(full_run, synthetic_dir, capsys):
     assert info.value.code == 2 and "--seeds" in capsys.readouterr().err
 
 
+def test_a_third_model_and_a_new_hyperparameter_need_no_other_edit(synthetic_dir, tmp_path, monkeypatch, capsys):
+    """A researcher adds a model (one function, one MODELS entry) and a field to Hparams: the
+    model trains with --param-match, matched to relu by its parameter count, and the field is a
+    flag and a key of the config: record, which --resume reads back (and holds the run to)."""
+    monkeypatch.setitem(M.MODELS, "softmax_gate", TEST_MODELS["softmax_gate"])
+    extended = dataclasses.make_dataclass("Hparams", [("label_smoothing", float, M.flag(0.0, "a new knob"))],
+                                          bases=(M.Hparams,), frozen=True)
+    monkeypatch.setattr(M, "Hparams", extended)
+    common = ["--data-dir", str(synthetic_dir)]
+    path = M.main(["--models", "relu,softmax_gate,swish", "--param-match", "--hidden", "2,4", "--seeds", "1",
+                   "--lrs", "0.01", "--batch-sizes", "64", "--train-limit", "160", "--no-checksum",
+                   "--label-smoothing", "0.25", "--log-dir", str(tmp_path)] + common)
+    records = read_records(path)
+    config = records[1][2]
+    assert config["label_smoothing"] == "0.25" and "matched_hidden" not in config  # (no geglu in this run)
+    assert config["matched_hidden_softmax_gate"] == "1,2" and config["matched_hidden_swish"] == "2,4"
+    trials = {(v["model"], int(v["hidden"])): int(v["params"]) for name, _, v in records if name == "trial"}
+    assert trials == {("relu", 2): 1588, ("relu", 4): 3176, ("swish", 2): 1588, ("swish", 4): 3176,
+                      ("softmax_gate", 1): 1578, ("softmax_gate", 2): 3156, ("softmax_gate", 4): 6312}
+    lines = path.read_text()
+    path.write_text(lines[:lines.index("trial: model:swish")])  # killed before swish's lines were written
+    with pytest.raises(SystemExit) as info:
+        M.main(["--resume", str(path), "--label-smoothing", "0.5"] + common)
+    assert info.value.code == 2 and "drop --label-smoothing" in capsys.readouterr().err
+    M.main(["--resume", str(path)] + common)
+    assert read_records(path)[-1][2]["new_trials"] == "2"
+    assert {(v["model"], int(v["hidden"])) for name, _, v in read_records(path) if name == "trial"} == set(trials)
+
+
 def test_a_log_of_the_previous_trainer_resumes(mnist_dir, repo_root, tmp_path):
     """logs/reference/mnist-cpu.txt was written by an earlier trainer (a block-diagonal
     read-out): with one batch-size-64 trial line and its done: line taken out, --resume retrains
@@ -623,7 +674,7 @@ def test_a_log_of_the_previous_trainer_resumes(mnist_dir, repo_root, tmp_path):
 # command that resumes
 
 @pytest.mark.parametrize("args, complaint", [
-    (["--models", "relu,swish"], "unknown model"),
+    (["--models", "relu,nosuchmodel"], "unknown model"),
     (["--models", ""], "comma-separated list"),
     (["--hidden", "2,,4"], "comma-separated list"),
     (["--hidden", "0,4"], "positive"),
@@ -638,7 +689,8 @@ def test_a_log_of_the_previous_trainer_resumes(mnist_dir, repo_root, tmp_path):
     (["--train-limit", "-5"], "at least 0"),
     (["--device", "tpu"], "invalid choice"),
     (["--no-such-flag"], "unrecognized arguments"),
-    (["--models", "relu", "--param-match"], "needs both relu and geglu"),
+    (["--models", "relu", "--param-match"], "needs relu and at least one other model"),
+    (["--models", "geglu,swiglu", "--param-match"], "needs relu and at least one other model"),
 ])
 def test_the_parser_refuses_bad_values_in_one_line(args, complaint, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
@@ -719,3 +771,41 @@ def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synt
     records = read_records(log)
     assert len([r for r in records if r[0] == "trial"]) == 4
     assert [v["status"] for name, _, v in records if name == "done"] == ["interrupted", "ok"]
+
+
+# ------------------------------------------------------------------------------------------
+# bench/bench_mnist.py: bad input gets one line, exit status 2, before anything is timed
+
+def run_bench(repo_root, *args):
+    return subprocess.run([sys.executable, str(repo_root / "bench" / "bench_mnist.py"), *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--seeds", "0"], "--seeds: must be at least 1"),
+    (["--repeat", "0"], "--repeat: must be at least 1"),
+    (["--workers", "0"], "--workers: must be at least 1"),
+    (["--threads", "-1"], "--threads: must be at least 1"),
+    (["--seeds", "two"], "expected an integer"),
+    (["--models", "relu,nosuchmodel"], "unknown model"),
+    (["--no-such-flag"], "unrecognized arguments"),
+])
+def test_bench_refuses_bad_flags_in_one_line(repo_root, args, complaint):
+    assert complaint in one_line_error(run_bench(repo_root, *args))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a CUDA GPU")
+def test_bench_refuses_cuda_without_a_gpu(repo_root):
+    assert "--device cuda but torch sees no CUDA GPU" in one_line_error(run_bench(repo_root, "--device", "cuda"))
+
+
+def test_bench_refuses_a_missing_or_damaged_data_folder(repo_root, synthetic_dir, tmp_path):
+    message = one_line_error(run_bench(repo_root, "--data-dir", str(tmp_path / "nowhere")))
+    assert "no such folder" in message
+    folder = tmp_path / "m"
+    shutil.copytree(synthetic_dir, folder)
+    images = folder / "train-images-idx3-ubyte"  # the first file read (the others would fail MNIST's checksums)
+    images.write_bytes(images.read_bytes()[:1000])  # a cut copy
+    assert "train-images-idx3-ubyte: truncated" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
+    images.unlink()
+    assert "train-images-idx3-ubyte(.gz) not found" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
