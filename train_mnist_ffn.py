@@ -67,6 +67,7 @@ Rules that make every trial reproducible and the comparison paired:
   the lines of an uninterrupted run (on the CPU).
 """
 import argparse
+import functools
 import gzip
 import hashlib
 import math
@@ -136,6 +137,7 @@ ADAM_EPS = 1e-8
 FUSED_ADAM = True     # torch.optim.Adam's fused kernel: one pass over the weights (bench --tricks)
 N_TRAIN, N_VAL = 48_000, 12_000
 EVAL_BATCH = 1000     # validation and test images go through the models 1000 at a time
+STEPS_PER_GRAPH = 25  # training steps captured in one CUDA graph (a replay launches them all at once)
 
 
 class UsageError(Exception):
@@ -415,53 +417,129 @@ def readout_grads(layout, h, y, w_out):
     return logits, grad_h, grad_out
 
 
-def train_group(trials, data, progress=None, return_weights=False):
+def train_group(trials, data, progress=None, return_weights=False, graphs=None, clock=None):
     """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
     for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
     data: the tensors of mnist_tensors(); training runs on their device and in their dtype.
     progress(fraction) is called every 25 steps and during the evaluation (it may raise to stop
-    the group: at most about 0.3 s later on the 2-core CPU, 8 seeds at batch size 64)."""
+    the group: at most about 0.3 s later on the 2-core CPU, 8 seeds at batch size 64).
+    graphs (default: on CUDA): the steps run STEPS_PER_GRAPH at a time as CUDA graphs; on the CPU
+    the same steps, in the same schedule, run eagerly (what the tests compare with graphs off).
+    clock: a dict that gets the seconds of setup, capture, train and eval (synchronised on CUDA)."""
     batch_size, epochs = trials[0].batch_size, trials[0].epochs
     assert all(t.batch_size == batch_size and t.epochs == epochs for t in trials)
     device, dtype = data["train_x"].device, data["train_x"].dtype
-    start = time.perf_counter()
+    cuda = device.type == "cuda"
+    graphs = cuda if graphs is None else graphs
+    start = last = time.perf_counter()
+
+    def tick(phase):  # the time since the last tick goes to phase (timed runs only: it syncs)
+        nonlocal last
+        if clock is not None:
+            if cuda:
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            clock[phase] = clock.get(phase, 0.0) + now - last
+            last = now
+
     layout = Layout(trials, device, dtype)
     S, L, n_blocks = len(layout.seeds), len(layout.lrs), len(layout.blocks)
     # Adam with one learning rate per trial, in one fused pass over all the weights. Each weight
     # w is kept as q = w / lr, lr its trial's. torch.optim.Adam at lr 1, handed the gradient of
     # w, moves q by Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the
     # gradient only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the
-    # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column.
+    # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column. (capturable: Adam's
+    # step count stays on the GPU, as a graph needs; the fused kernel computes the same either way.)
     q_x = layout.w_x / layout.lr_x  # [S, 784, L * X]
     q_out = layout.w_out / layout.lr_out  # [S, L, U, 10]
-    adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM)
+    adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM,
+                            capturable=graphs and cuda)
     targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
     n = len(targets)
-    orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds]).to(device)  # [S, epochs, n]
-    steps_per_epoch = math.ceil(n / batch_size)
+    # Every step's images, on the device: row r of `full` holds the S * batch_size image indices of
+    # the r-th full batch (epoch by epoch, each seed's own batch in turn), row e of `last` those of
+    # epoch e's last, smaller batch (when batch_size does not divide n). A step reads its row at a
+    # counter kept on the device and moves the counter on, so no step needs the host.
+    orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds])  # [S, epochs, n]
+    n_full, n_last = divmod(n, batch_size)
+    full = (orders[:, :, :n_full * batch_size].reshape(S, epochs, n_full, batch_size).permute(1, 2, 0, 3)
+            .reshape(epochs * n_full, S * batch_size).to(device))
+    last_batches = orders[:, :, n_full * batch_size:].permute(1, 0, 2).reshape(epochs, S * n_last).to(device)
+    rows = {"full": (full, torch.zeros(1, dtype=torch.long, device=device)),
+            "last": (last_batches, torch.zeros(1, dtype=torch.long, device=device))}
+    steps_per_epoch = n_full + (n_last > 0)
     loss_from = (epochs - 1) * steps_per_epoch + steps_per_epoch - max(1, steps_per_epoch // 10)
     loss_sum = torch.zeros(S, L, n_blocks, device=device, dtype=dtype)  # train_loss: the last 10% of batches
-    step = 0
-    for epoch in range(epochs):
-        for first in range(0, n, batch_size):
-            index = orders[:, epoch, first:first + batch_size].flatten()  # each seed's own images
-            x = data["train_x"].index_select(0, index).view(S, -1, 784)  # [S, B, 784]
-            y = targets.index_select(0, index).view(S, 1, -1, 10, 1)  # [S, 1, B, 10, 1]
-            # Autograd records only the model functions (the code one edits); the matmuls, the
-            # read-out and the loss around them are differentiated by hand.
-            xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, L * X]: x @ W_x
-            w_out = q_out * layout.lr_out
-            h = layout.hidden_units(xw)  # [S, L, B, U]
-            with torch.no_grad():
-                logits, grad_h, grad_out = readout_grads(layout, h, y, w_out)
-                if step >= loss_from:  # each trial's mean cross-entropy on this batch
-                    loss_sum += (torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2)
-            grad_xw, = torch.autograd.grad(h, xw, grad_h)
-            q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
-            adam.step()
-            step += 1
-            if progress is not None and step % 25 == 0:
-                progress(step / (epochs * steps_per_epoch))
+
+    def step(kind, with_loss):
+        """One training step of every trial, on the next batch of `kind` (full or last)."""
+        table, row = rows[kind]
+        index = table.index_select(0, row).view(-1)  # each seed's own images
+        row += 1
+        x = data["train_x"].index_select(0, index).view(S, -1, 784)  # [S, B, 784]
+        y = targets.index_select(0, index).view(S, 1, -1, 10, 1)  # [S, 1, B, 10, 1]
+        # Autograd records only the model functions (the code one edits); the matmuls, the
+        # read-out and the loss around them are differentiated by hand.
+        xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, L * X]: x @ W_x
+        w_out = q_out * layout.lr_out
+        h = layout.hidden_units(xw)  # [S, L, B, U]
+        with torch.no_grad():
+            logits, grad_h, grad_out = readout_grads(layout, h, y, w_out)
+            if with_loss:  # each trial's mean cross-entropy on this batch
+                loss_sum.add_((torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2))
+        grad_xw, = torch.autograd.grad(h, xw, grad_h)
+        q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
+        adam.step()
+
+    # The schedule: runs of up to STEPS_PER_GRAPH full-batch steps alike (with or without the
+    # loss), a last batch alone. With graphs, the first run of each kind is eager (Adam makes its
+    # state, CUDA loads its kernels: the warm-up a capture needs), and each later run of
+    # STEPS_PER_GRAPH replays the graph of its kind, captured when first needed; on the CPU the
+    # "graph" runs the same steps eagerly.
+    plan = []  # [kind, with_loss, steps]
+    for i in range(epochs * steps_per_epoch):
+        kind = "last" if i % steps_per_epoch == n_full else "full"
+        if plan and plan[-1][:2] == [kind, i >= loss_from] and kind == "full" and plan[-1][2] < STEPS_PER_GRAPH:
+            plan[-1][2] += 1
+        else:
+            plan.append([kind, i >= loss_from, 1])
+    captured = {}
+
+    def run_steps(kind, with_loss, steps):
+        for _ in range(steps):
+            step(kind, with_loss)
+
+    def graph_of(with_loss):
+        if with_loss not in captured:
+            tick("train")
+            if cuda:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    run_steps("full", with_loss, STEPS_PER_GRAPH)
+                captured[with_loss] = graph.replay
+            else:
+                captured[with_loss] = functools.partial(run_steps, "full", with_loss, STEPS_PER_GRAPH)
+            tick("capture")
+        return captured[with_loss]
+
+    tick("setup")
+    done_steps, warmed = 0, set()
+    for kind, with_loss, steps in plan:
+        if graphs and steps == STEPS_PER_GRAPH and with_loss in warmed:
+            graph_of(with_loss)()
+        elif graphs and cuda:  # eager, on a side stream: the warm-up a capture needs
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                run_steps(kind, with_loss, steps)
+            torch.cuda.current_stream(device).wait_stream(side)
+        else:
+            run_steps(kind, with_loss, steps)
+        warmed.add(with_loss)
+        if progress is not None and (done_steps + steps) // 25 > done_steps // 25:
+            progress((done_steps + steps) / (epochs * steps_per_epoch))
+        done_steps += steps
+    tick("train")
     layout.w_x, layout.w_out = q_x * layout.lr_x, q_out * layout.lr_out  # the trained weights
     # evaluation: every trial's accuracy on the validation and test images, EVAL_BATCH at a time
     accuracy = {}

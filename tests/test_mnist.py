@@ -481,6 +481,27 @@ def test_a_stopped_run_stops_its_other_groups(small_data):
     assert max(slow_reports, default=0) < 0.5  # run to its end, it would report up to 1.0
 
 
+def test_the_steps_a_cuda_graph_captures_compute_what_the_eager_loop_computes(small_data, monkeypatch):
+    """On CUDA the steps run STEPS_PER_GRAPH at a time as captured graphs (the first run of each
+    kind, with and without the train_loss, eager as the capture's warm-up; a smaller last batch
+    eager). On the CPU train_group(graphs=True) runs that same schedule, the graphs' steps called
+    eagerly: it must give the one-step-at-a-time loop's numbers bit for bit (float32; 2 epochs
+    of 100 images at batch size 3: 34 steps an epoch, the last of 1 image, 3 of them with the
+    loss; 2 steps a graph, so graphs with and without the loss are both captured and replayed)."""
+    monkeypatch.setattr(M, "STEPS_PER_GRAPH", 2)
+    data = dict(small_data, train_x=small_data["train_x"][:100], train_y=small_data["train_y"][:100])
+    trials = [M.Trial(m, h, 3, lr, seed, 2) for m in M.MODELS for h, lr in ((2, 0.01), (8, 0.1)) for seed in (0, 1)]
+    clocks = {True: {}, False: {}}
+    runs = {graphs: M.train_group(trials, data, return_weights=True, graphs=graphs, clock=clocks[graphs])
+            for graphs in (True, False)}
+    assert "capture" in clocks[True] and "capture" not in clocks[False]
+    for t in trials:
+        a, b = runs[True][t], runs[False][t]
+        assert (a["train_loss"], a["val_acc"], a["test_acc"]) == (b["train_loss"], b["val_acc"], b["test_acc"])
+        for name in a["weights"]:
+            assert torch.equal(a["weights"][name], b["weights"][name]), (t, name)
+
+
 def test_param_match_rule():
     assert [M.matched_hidden(h) for h in (2, 4, 8, 16)] == [1, 2, 4, 8]
     assert M.matched_hidden(1) == 1 and M.matched_hidden(3) == 2  # |3156-2382| < |1578-2382|
