@@ -81,6 +81,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -129,7 +130,7 @@ class Hparams:
 
 
 GRID_KEYS = ("models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "param_match",
-             "train_limit", "no_checksum")  # what a --resume takes from the log's config: line
+             "train_limit", "no_checksum", "data_dir")  # what a --resume takes from the log's config: line
 SPLIT_SEED = 42       # the 48,000 / 12,000 train / validation split
 INIT_STD = 0.02       # every weight is N(0, 1) * 0.02
 ADAM_BETAS = (0.9, 0.999)
@@ -138,6 +139,7 @@ FUSED_ADAM = True     # torch.optim.Adam's fused kernel: one pass over the weigh
 N_TRAIN, N_VAL = 48_000, 12_000
 EVAL_BATCH = 1000     # validation and test images go through the models 1000 at a time
 STEPS_PER_GRAPH = 25  # training steps captured in one CUDA graph (a replay launches them all at once)
+SEED_CHUNK = {"cpu": 2, "cuda": 8}  # seeds of a batch size trained (and logged) together; run() says why
 
 
 class UsageError(Exception):
@@ -556,6 +558,7 @@ def train_group(trials, data, progress=None, return_weights=False, graphs=None, 
                         progress(1.0)
             accuracy[split] = (correct.double() / len(ys)).tolist()
         train_losses = (loss_sum / (epochs * steps_per_epoch - loss_from)).tolist()
+    tick("eval")
     elapsed = time.perf_counter() - start
     trained_params = S * L * sum(n_params(model, hidden) for model, hidden, _, _ in layout.blocks)
     results = {}
@@ -643,16 +646,74 @@ def read_log(path):
     return config, done
 
 
-def environment():
+def memory_needed(hp, units, n_train, workers):
+    """Estimated peak bytes of a run (float32): (on the training device) the data, and for each of
+    the `workers` largest chunks training at once its weights with their gradient, Adam's moments
+    and copies, one step's tensors and the evaluation's; (on the host) the trials' bookkeeping."""
+    def chunk_bytes(unit):
+        S, L, B = len({t.seed for t in unit}), len(hp.lrs), unit[0].batch_size
+        blocks = {(t.model, t.hidden) for t in unit}
+        X = sum(len(MODELS[model][1]) * hidden for model, hidden in blocks)  # input-matrix columns
+        U = sum(hidden for _, hidden in blocks)  # hidden units
+        weights = 6 * S * L * (784 * X + 10 * U)  # W, q, grad, 2 moments, a product's temporary
+        step = S * B * L * (4 * X + 3 * 10 * U)  # projections, their copies and gradients; read-out
+        evaluation = L * EVAL_BATCH * (3 * X + 2 * 10 * U)
+        orders = 3 * 2 * S * hp.epochs * n_train  # int64: the orders and the step tables
+        return 4 * (weights + step + evaluation + orders + 10 * n_train)
+    biggest = sorted((chunk_bytes(u) for u in units), reverse=True)[:workers]
+    data = 4 * (n_train + N_VAL + 10_000) * 785
+    return data + sum(biggest), 1500 * sum(len(u) for u in units)
+
+
+def check_memory(hp, units, n_train, workers, device, cuda_free):
+    """Refuse, in one line, a grid whose estimated memory exceeds what the machine has: the host's
+    available RAM (always), the GPU's free memory (cuda_free, once known)."""
+    training, bookkeeping = memory_needed(hp, units, n_train, workers)
+    meminfo = Path("/proc/meminfo")
+    available = (int(next(line.split()[1] for line in meminfo.read_text().splitlines()
+                          if line.startswith("MemAvailable:"))) * 1024 if meminfo.exists()
+                 else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    checks = [(bookkeeping + (training if device.type == "cpu" else 0), available, "of the host's RAM available")]
+    if cuda_free is not None:
+        checks.append((training, cuda_free, "of the GPU's memory free"))
+    for needed, have, where in checks:
+        if needed > have:
+            fix = ("use fewer --seeds" if bookkeeping > training else
+                   "use smaller --hidden sizes, or fewer --lrs or --models")
+            raise UsageError(f"--seeds {hp.seeds} x --hidden {','.join(map(str, hp.hidden))} (x {len(hp.lrs)} lrs, "
+                             f"{len(hp.models)} models) needs about {needed / 2**30:.1f} GiB, more than the "
+                             f"{have / 2**30:.1f} GiB {where}; {fix}")
+
+
+def start_nvidia_smi():
+    """nvidia-smi's report for the log, started at once: it takes a second or more on a GPU
+    machine, which it spends beside the data loading instead of before the first step."""
+    try:
+        return subprocess.Popen(["nvidia-smi"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) \
+            if shutil.which("nvidia-smi") else None
+    except OSError:
+        return None
+
+
+def environment(nvidia_smi):
     lines = [f"python: {sys.version}", f"torch: {torch.__version__}", f"numpy: {np.__version__}",
              f"platform: {platform.platform()}", f"cpu_count: {os.cpu_count()}",
              f"torch_threads: {torch.get_num_threads()}"]
-    if shutil.which("nvidia-smi"):
+    if nvidia_smi is not None:
         try:
-            lines.append(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout)
+            lines.append(nvidia_smi.communicate(timeout=30)[0])
         except Exception as e:
+            nvidia_smi.kill()
             lines.append(f"nvidia-smi failed: {e}")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def start_cuda(device):
+    """Create the CUDA context and cuBLAS's handle (a second or more on a GPU machine), in a
+    thread beside the data loading; returns the device's free memory in bytes."""
+    ones = torch.ones(1, 2, 2, device=device)
+    torch.bmm(ones, ones)
+    return torch.cuda.mem_get_info(device)[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -719,7 +780,10 @@ def config_from_log(path, config):
                     "batch_sizes": lists("batch_sizes", int), "lrs": lists("lrs", float), "seeds": len(seeds),
                     "epochs": int(config["epochs"]), "param_match": config.get("param_match") == "1",
                     "train_limit": int(config.get("train_limit", "0")),
-                    "no_checksum": config.get("data") == "unverified"}
+                    "no_checksum": config.get("data") == "unverified",
+                    "seed_chunk": int(config.get("seed_chunk", len(seeds)))}  # earlier logs: a group at once
+        if "data_dir" in config:  # earlier logs did not record it
+            from_log["data_dir"] = urllib.parse.unquote(config["data_dir"])
     except (KeyError, ValueError):
         raise UsageError(f"{path}: its config: line is not a train_mnist_ffn.py grid (a train_gpt.py log?); "
                          f"pass the log of a train_mnist_ffn.py run")
@@ -763,15 +827,24 @@ def run(argv):
     parser = make_parser()
     given = vars(parser.parse_args(argv))
     t0 = time.perf_counter()
+    if given.get("data_dir"):  # the log records it as an absolute path: a --resume finds it from anywhere
+        given["data_dir"] = str(Path(given["data_dir"]).resolve())
     log_path = Path(given["resume"]) if given.get("resume") else None
+    seed_chunk = None
     if log_path is not None:  # continue the grid recorded in the log
         if not log_path.is_file():
             raise UsageError(f"--resume {log_path}: no such log; pass the path of a train_mnist_ffn.py log")
+        try:
+            open(log_path, "r+b").close()  # appending will work (opening r+b changes nothing)
+        except OSError as e:
+            raise UsageError(f"--resume {log_path}: cannot write to it ({e.strerror}); make it writable "
+                             f"(chmod u+w) or resume a writable copy")
         config, done = read_log(log_path)
         if config is None:
             raise UsageError(f"--resume {log_path}: no config: line; it is not a train_mnist_ffn.py log")
         from_log = config_from_log(log_path, config)
-        clashes = [k for k in GRID_KEYS if k in given and given[k] != from_log[k]]
+        seed_chunk = from_log.pop("seed_chunk")
+        clashes = [k for k in GRID_KEYS if k in given and k in from_log and given[k] != from_log[k]]
         if clashes:
             raise UsageError(f"--resume continues the grid recorded in {log_path}; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in clashes)} or start a new log")
@@ -789,15 +862,30 @@ def run(argv):
                           else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    n_train = min(N_TRAIN, hp.train_limit or N_TRAIN)
+    if max(hp.batch_sizes) > n_train:
+        raise UsageError(f"--batch-sizes {max(hp.batch_sizes)} is more than the {n_train} training images "
+                         f"(a batch cannot repeat images); use batch sizes up to {n_train}")
+    trials = grid(hp)
+    # The trials of a batch size train in chunks of seed_chunk seeds (the log records it, so a
+    # --resume chunks as the run it continues): each chunk's lines are in the log as it ends, so a
+    # kill loses at most one chunk of work. On the CPU two seeds a chunk (4 chunks of about 6 s
+    # for batch size 8 on 2 cores); on a GPU 8, whose steps cost the same for 1 seed or 8.
+    seed_chunk = seed_chunk or min(hp.seeds, SEED_CHUNK[device.type])
+    chunk_of = {(bs, first): [] for bs in hp.batch_sizes for first in range(0, hp.seeds, seed_chunk)}
+    for t in trials:
+        chunk_of[t.batch_size, t.seed - t.seed % seed_chunk].append(t)
+    units = list(chunk_of.values())  # in --batch-sizes order, then by seed
+    workers = hp.workers if device.type == "cpu" else 1  # a graph captures one stream: one chunk at a time
+    nvidia_smi = start_nvidia_smi() if log_path is None else None
+    cuda_start = ThreadPoolExecutor(1).submit(start_cuda, device) if device.type == "cuda" else None
+    check_memory(hp, units, n_train, workers, device, None)
     if log_path is None:  # the log's folder must be writable before minutes of download and training
         log_dir = Path(hp.log_dir)
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            probe = log_dir / f".write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as e:
-            raise UsageError(f"--log-dir {log_dir}: cannot write there ({e.strerror}); pass a folder you can write to")
+        existing = next(p for p in [log_dir, *log_dir.resolve().parents] if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--log-dir {log_dir}: cannot write there ({existing} is not a writable folder); "
+                             f"pass a folder you can write to")
 
     # data
     if hp.data_dir:
@@ -809,20 +897,24 @@ def run(argv):
         download_mnist(folder)
     data = mnist_tensors(load_mnist(folder, downloaded=not hp.data_dir, verify=not hp.no_checksum), device,
                          hp.train_limit)
-    n_train = len(data["train_y"])
+    if cuda_start is not None:
+        check_memory(hp, units, n_train, workers, device, cuda_start.result())
 
     # the log
-    trials = grid(hp)
     if log_path is None:
-        run_id = secrets.token_hex(4)
-        started = datetime.now(timezone.utc)
-        log_path = log_dir / f"mnist-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            run_id = secrets.token_hex(4)
+            started = datetime.now(timezone.utc)
+            log_path = log_dir / f"mnist-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+            log = open(log_path, "w")
+        except OSError as e:
+            raise UsageError(f"--log-dir {log_dir}: cannot write there ({e.strerror}); pass a folder you can write to")
         done = {}
-        log = open(log_path, "w")
         device_name = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"
         log.write(f"run:mnist id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
                   f"device:{device_name} host:{socket.gethostname().replace(' ', '_')}\n")
-        log.write("=" * 100 + "\n" + Path(__file__).read_text().rstrip("\n") + "\n" + environment()
+        log.write("=" * 100 + "\n" + Path(__file__).read_text().rstrip("\n") + "\n" + environment(nvidia_smi)
                   + "=" * 100 + "\n")
         matched = ",".join(str(matched_hidden(h)) for h in hp.hidden) if hp.param_match else None
         log.write(f"config: models:{','.join(hp.models)} hidden:{','.join(map(str, hp.hidden))} "
@@ -831,7 +923,8 @@ def run(argv):
                   f"val:{len(data['val_y'])} test:{len(data['test_y'])} split_seed:{SPLIT_SEED} "
                   f"init_std:{INIT_STD} data:{'unverified' if hp.no_checksum else 'mnist'} "
                   f"param_match:{int(hp.param_match)}" + (f" matched_hidden:{matched}" if matched else "")
-                  + f" train_limit:{hp.train_limit} adam_betas:{ADAM_BETAS[0]},{ADAM_BETAS[1]} adam_eps:{ADAM_EPS}\n")
+                  + f" train_limit:{hp.train_limit} adam_betas:{ADAM_BETAS[0]},{ADAM_BETAS[1]} adam_eps:{ADAM_EPS}"
+                  f" seed_chunk:{seed_chunk} data_dir:{urllib.parse.quote(hp.data_dir)}\n")
         log.flush()
     else:
         content = log_path.read_bytes()
@@ -843,42 +936,46 @@ def run(argv):
     print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
           f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
 
-    # Train the groups (hp.workers at a time); every finished group's lines are in the log at
-    # once. A group with any trial missing from the log is trained whole, in the layout of an
+    # Train the chunks (workers at a time); every finished chunk's lines are in the log at once.
+    # A chunk with any trial missing from the log is trained whole, in the layout of an
     # uninterrupted run, so the lines a resumed run writes are bit-for-bit those the
     # uninterrupted run would have written (on the CPU).
-    groups = [[t for t in trials if t.batch_size == bs] for bs in hp.batch_sizes]
-    groups = [g for g in groups if any(t not in done for t in g)]
+    units = [u for u in units if any(t not in done for t in u)]
     # for the ETA: a step costs about (1 + batch_size / 32) x its parameters (measured on CPU)
-    work = [math.ceil(n_train / g[0].batch_size) * (1 + g[0].batch_size / 32) * sum(n_params(t.model, t.hidden) for t in g)
-            for g in groups]
-    fractions, finished, last_print, lock = [0.0] * len(groups), 0, [time.perf_counter()], threading.Lock()
+    work = [math.ceil(n_train / u[0].batch_size) * (1 + u[0].batch_size / 32) * sum(n_params(t.model, t.hidden) for t in u)
+            for u in units]
+    fractions, finished, last_print, lock = [0.0] * len(units), 0, [time.perf_counter()], threading.Lock()
 
-    def progress(gi, fraction):  # called from the worker threads
+    def label(unit):
+        seeds = sorted({t.seed for t in unit})
+        return f"batch size {unit[0].batch_size}" + ("" if len(seeds) == hp.seeds else
+                                                      f", seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f", seed {seeds[0]}")
+
+    def progress(ui, fraction):  # called from the worker threads
         with lock:
-            fractions[gi] = fraction
+            fractions[ui] = fraction
             now = time.perf_counter()
             if now - last_print[0] < 5:
                 return
             last_print[0] = now
             f = sum(w * fr for w, fr in zip(work, fractions)) / sum(work)
             elapsed = now - t0
-            running = ", ".join(f"batch size {g[0].batch_size} {100 * fr:.0f}%" for g, fr in zip(groups, fractions) if 0 < fr < 1)
+            running = ", ".join(f"{label(u)} {100 * fr:.0f}%" for u, fr in zip(units, fractions) if 0 < fr < 1)
             print(f"  {finished}/{len(todo)} trials done ({running}), elapsed {elapsed:.0f}s, "
                   f"remaining ~{elapsed * (1 - f) / max(f, 1e-9):.0f}s", flush=True)
 
     status = "ok"
     try:
-        for group, results in train_groups(groups, data, hp.workers, progress):
-            missing = sorted(t for t in group if t not in done)
+        for unit, results in train_groups(units, data, workers, progress):
+            missing = sorted(t for t in unit if t not in done)
             for t in missing:
                 log.write(trial_record(t, results[t]) + "\n")
                 done[t] = {k: str(v) for k, v in results[t].items()}
             log.flush()
             with lock:
-                fractions[groups.index(group)] = 1.0
+                fractions[units.index(unit)] = 1.0
                 finished += len(missing)
-            print(f"  {finished}/{len(todo)} trials done (batch size {group[0].batch_size}), "
+            print(f"  {finished}/{len(todo)} trials done ({label(unit)}), "
                   f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the finished groups' lines are in the log already
         status = "interrupted"
