@@ -22,8 +22,13 @@ their 280k weights 0.15 ms, the models' 8 calls and their autograd backward 0.25
 and the loss 0.10 ms. At 8 seeds (3.9 ms a step) the matmuls and Adam stream 2.3M weights with
 their gradients and moments, and memory traffic, not per-op overhead, bounds the step.
 
-How the trials are batched. Trials with the same batch size (and epochs) form a group that
-trains as one computation; the groups train at the same time, one thread each (--workers).
+How the trials are batched. Trials with the same batch size (and epochs) form a group; a group
+trains in chunks of seeds (2 seeds a chunk on the CPU, 8 on a GPU; the log's seed_chunk:), each
+chunk one computation whose trial lines reach the log as it ends, so a kill loses at most the
+chunks in training (about 6 s of work each on 2 CPU cores). On the CPU the chunks train two at a
+time, one thread each (--workers); on a GPU one at a time, each step of a chunk replayed from a
+CUDA graph of STEPS_PER_GRAPH steps (the GPU's steps are a few dozen tiny kernels each: launching
+them one by one, not arithmetic, was the time), the CPU running the very same step eagerly.
 Inside a group the trials sit in blocks, one per (model, hidden size), each trained at every
 learning rate and seed: the input matrices of every trial (W_in, and W_gate for GeGLU) are the
 columns of one matrix W_x per seed, so one batched matmul computes every projection x @ W; each
@@ -58,13 +63,17 @@ Rules that make every trial reproducible and the comparison paired:
 - train_loss: mean cross-entropy over the last 10% of the batches of the final epoch.
 - val_acc, test_acc: the validation and test images go through the models EVAL_BATCH (1000) at a
   time (only a model that uses batch statistics can tell).
-- time: each group's wall clock (training + evaluation) is shared among its trials in
-  proportion to their parameter counts (their share of the arithmetic). Groups that train at
+- time: each chunk's wall clock (training + evaluation) is shared among its trials in
+  proportion to their parameter counts (their share of the arithmetic). Chunks that train at
   the same time (--workers) overlap, so the times of a run add up to more than its wall clock.
 - files: MNIST is downloaded into data/mnist/ next to this script; logs go to --log-dir
-  (default logs/, relative to the current directory). --resume retrains any group that has a
-  trial missing from the log, whole, and writes only the missing lines: they are then bit-for-bit
-  the lines of an uninterrupted run (on the CPU).
+  (default logs/, relative to the current directory). --resume LOG needs nothing else: the grid,
+  the data folder (data_dir:), --no-checksum (data:unverified) and the chunking (seed_chunk:)
+  come from the log's config: line, and a flag given again that contradicts them is refused. It
+  retrains any chunk that has a trial missing from the log, whole, and writes only the missing
+  lines: they are then bit-for-bit the lines of an uninterrupted run (on the CPU).
+- sizes: a grid whose estimated memory exceeds the host's available RAM (or the GPU's free
+  memory), or a batch size above the training images, is refused before anything is written.
 """
 import argparse
 import functools
@@ -83,6 +92,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -417,6 +427,11 @@ def readout_grads(layout, h, y, w_out):
     grad_h = (d_units * w_out.unsqueeze(2)).sum(4)  # [S, L, B, U]
     grad_out = (d_units * h.unsqueeze(4)).sum(2)  # [S, L, U, 10]
     return logits, grad_h, grad_out
+
+
+# Adam(capturable=True) warns when it steps outside a capture: it does so by design here, in the
+# eager warm-up steps before each capture.
+warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
 
 
 def train_group(trials, data, progress=None, return_weights=False, graphs=None, clock=None):
