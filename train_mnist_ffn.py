@@ -23,9 +23,9 @@ and the loss 0.10 ms. At 8 seeds (3.9 ms a step) the matmuls and Adam stream 2.3
 their gradients and moments, and memory traffic, not per-op overhead, bounds the step.
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group; a group
-trains in chunks of seeds (2 seeds a chunk on the CPU, 8 on a GPU; the log's seed_chunk:), each
+trains in chunks of seeds (4 seeds a chunk on the CPU, 8 on a GPU; the log's seed_chunk:), each
 chunk one computation whose trial lines reach the log as it ends, so a kill loses at most the
-chunks in training (about 6 s of work each on 2 CPU cores). On the CPU the chunks train two at a
+chunks in training (about 12 s of work each on 2 quiet CPU cores, for batch size 8). On the CPU the chunks train two at a
 time, one thread each (--workers); on a GPU one at a time, each step of a chunk replayed from a
 CUDA graph of STEPS_PER_GRAPH steps (the GPU's steps are a few dozen tiny kernels each: launching
 them one by one, not arithmetic, was the time), the CPU running the very same step eagerly.
@@ -149,7 +149,7 @@ FUSED_ADAM = True     # torch.optim.Adam's fused kernel: one pass over the weigh
 N_TRAIN, N_VAL = 48_000, 12_000
 EVAL_BATCH = 1000     # validation and test images go through the models 1000 at a time
 STEPS_PER_GRAPH = 25  # training steps captured in one CUDA graph (a replay launches them all at once)
-SEED_CHUNK = {"cpu": 2, "cuda": 8}  # seeds of a batch size trained (and logged) together; run() says why
+SEED_CHUNK = {"cpu": 4, "cuda": 8}  # seeds of a batch size trained (and logged) together; run() says why
 
 
 class UsageError(Exception):
@@ -884,8 +884,9 @@ def run(argv):
     trials = grid(hp)
     # The trials of a batch size train in chunks of seed_chunk seeds (the log records it, so a
     # --resume chunks as the run it continues): each chunk's lines are in the log as it ends, so a
-    # kill loses at most one chunk of work. On the CPU two seeds a chunk (4 chunks of about 6 s
-    # for batch size 8 on 2 cores); on a GPU 8, whose steps cost the same for 1 seed or 8.
+    # kill loses at most one chunk of work. On the CPU four seeds a chunk (2 chunks of about 12 s
+    # for batch size 8 on 2 cores; 2 seeds a chunk made the study 4% slower, 4 seeds 9% faster
+    # than whole groups: bench --chunks --quick); on a GPU 8, whose steps cost the same for 1 or 8.
     seed_chunk = seed_chunk or min(hp.seeds, SEED_CHUNK[device.type])
     chunk_of = {(bs, first): [] for bs in hp.batch_sizes for first in range(0, hp.seeds, seed_chunk)}
     for t in trials:

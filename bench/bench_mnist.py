@@ -195,6 +195,8 @@ def main():
     parser.add_argument("--chunks", action="store_true",
                         help="also time training whole batch-size groups against the script's chunks of "
                              "SEED_CHUNK seeds (what a kill can lose), side by side")
+    parser.add_argument("--seed-chunk", type=int, default=None,
+                        help="seeds a chunk for --chunks (default: the script's SEED_CHUNK for the device)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch sees no CUDA GPU")
@@ -245,7 +247,7 @@ def main():
     if args.phases or device.type == "cuda":
         phases(trials, hp.batch_sizes, data, device)
     if args.chunks:
-        chunk = min(args.seeds, M.SEED_CHUNK[device.type])
+        chunk = min(args.seeds, args.seed_chunk or M.SEED_CHUNK[device.type])
         ways = {"whole groups": chunks_of(trials, hp.batch_sizes, args.seeds),
                 f"chunks of {chunk} seed(s)": chunks_of(trials, hp.batch_sizes, chunk)}
         best = {}

@@ -752,10 +752,10 @@ def test_resume_needs_only_the_log_and_refuses_a_flag_that_contradicts_it(full_r
 
 
 def test_a_sigkill_keeps_every_finished_chunk_and_resume_gives_the_same_lines(repo_root, synthetic_dir, tmp_path):
-    """One batch size in two chunks of seeds (0-1, 2-3): killed with SIGKILL as soon as the first
+    """One batch size in two chunks of seeds (0-3, 4-7): killed with SIGKILL as soon as the first
     chunk's lines are in the log, while the group still trains its second chunk; --resume LOG
     (nothing else) then writes the lines an uninterrupted run writes, to the last digit."""
-    args = ["--data-dir", str(synthetic_dir), "--no-checksum", "--train-limit", "3000", "--seeds", "4", "--hidden",
+    args = ["--data-dir", str(synthetic_dir), "--no-checksum", "--train-limit", "1500", "--seeds", "8", "--hidden",
             "2", "--lrs", "0.01", "--models", "relu", "--batch-sizes", "1", "--workers", "1"]
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, str(repo_root / "train_mnist_ffn.py"), *args, "--log-dir",
@@ -772,12 +772,12 @@ def test_a_sigkill_keeps_every_finished_chunk_and_resume_gives_the_same_lines(re
     assert process.returncode == -signal.SIGKILL, process.stderr.read()
     log = logs[0]
     kept = trial_lines(log)
-    assert len(kept) == 2 and {line.split(" seed:")[1][0] for line in kept} == {"0", "1"}
+    assert len(kept) == 4 and {line.split(" seed:")[1][0] for line in kept} == {"0", "1", "2", "3"}
     assert "done" not in [r[0] for r in read_records(log)]
     with contextlib.redirect_stdout(io.StringIO()):
         M.main(["--resume", str(log)])
         whole = M.main(args + ["--log-dir", str(tmp_path / "whole")])
-    assert sorted(trial_lines(log)) == sorted(trial_lines(whole)) and len(trial_lines(whole)) == 4
+    assert sorted(trial_lines(log)) == sorted(trial_lines(whole)) and len(trial_lines(whole)) == 8
 
 
 def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synthetic_dir, tmp_path):
