@@ -183,7 +183,7 @@ def main():
                         help="MNIST folder (default: ../shared/data/mnist if present, else data/mnist)")
     parser.add_argument("--threads", type=int, default=M.Hparams.threads, help="torch CPU threads (both ways)")
     parser.add_argument("--workers", type=int, default=M.Hparams.workers,
-                        help="batch-size groups the batched trainer trains at once (as train_mnist_ffn.py)")
+                        help="chunks the batched trainer trains at once on the CPU (as train_mnist_ffn.py)")
     parser.add_argument("--skip-plain", action="store_true", help="time only the batched trainer")
     parser.add_argument("--tricks", action="store_true", help="also time the batched trainer without each trick")
     parser.add_argument("--repeat", type=int, default=1,
