@@ -21,8 +21,13 @@ one seed of the grid (64 trials) on that VM: batched about 10x faster than a pla
 study's result on logs/reference/mnist-cpu.txt (a CPU run): GeGLU better than ReLU at equal
 hidden size in all 12 comparisons, ReLU better at equal parameter count in all 9 (README).
 
-How the trials are batched. Trials with the same batch size (and epochs) form a group that
-trains as one computation; the groups train at the same time, one thread each (--workers).
+How the trials are batched. Trials with the same batch size (and epochs) form a group; a group
+trains in chunks of seeds (4 seeds a chunk on the CPU, 8 on a GPU; the log's seed_chunk:), each
+chunk one computation whose trial lines reach the log as it ends, so a kill loses at most the
+chunks in training (about 12 s of work each on 2 quiet CPU cores, for batch size 8). On the CPU the chunks train two at a
+time, one thread each (--workers); on a GPU one at a time, each step of a chunk replayed from a
+CUDA graph of STEPS_PER_GRAPH steps (the GPU's steps are a few dozen tiny kernels each: launching
+them one by one, not arithmetic, was the time), the CPU running the very same step eagerly.
 Inside a group the trials sit in blocks, one per (model, hidden size), each trained at every
 learning rate and seed: the input matrices of every trial (W_in, and W_gate for GeGLU) are the
 columns of one matrix W_x per seed, so one batched matmul computes every projection x @ W; each
@@ -57,15 +62,20 @@ Rules that make every trial reproducible and the comparison paired:
 - train_loss: mean cross-entropy over the last 10% of the batches of the final epoch.
 - val_acc, test_acc: the validation and test images go through the models EVAL_BATCH (1000) at a
   time (only a model that uses batch statistics can tell).
-- time: each group's wall clock (training + evaluation) is shared among its trials in
-  proportion to their parameter counts (their share of the arithmetic). Groups that train at
+- time: each chunk's wall clock (training + evaluation) is shared among its trials in
+  proportion to their parameter counts (their share of the arithmetic). Chunks that train at
   the same time (--workers) overlap, so the times of a run add up to more than its wall clock.
 - files: MNIST is downloaded into data/mnist/ next to this script; logs go to --log-dir
-  (default logs/, relative to the current directory). --resume retrains any group that has a
-  trial missing from the log, whole, and writes only the missing lines: they are then bit-for-bit
-  the lines of an uninterrupted run (on the CPU).
+  (default logs/, relative to the current directory). --resume LOG needs nothing else: the grid,
+  the data folder (data_dir:), --no-checksum (data:unverified) and the chunking (seed_chunk:)
+  come from the log's config: line, and a flag given again that contradicts them is refused. It
+  retrains any chunk that has a trial missing from the log, whole, and writes only the missing
+  lines: they are then bit-for-bit the lines of an uninterrupted run (on the CPU).
+- sizes: a grid whose estimated memory exceeds the host's available RAM (or the GPU's free
+  memory), or a batch size above the training images, is refused before anything is written.
 """
 import argparse
+import functools
 import gzip
 import hashlib
 import math
@@ -79,7 +89,9 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -143,6 +155,8 @@ ADAM_EPS = 1e-8
 FUSED_ADAM = True     # torch.optim.Adam's fused kernel: one pass over the weights (bench --tricks)
 N_TRAIN, N_VAL = 48_000, 12_000
 EVAL_BATCH = 1000     # validation and test images go through the models 1000 at a time
+STEPS_PER_GRAPH = 25  # training steps captured in one CUDA graph (a replay launches them all at once)
+SEED_CHUNK = {"cpu": 4, "cuda": 8}  # seeds of a batch size trained (and logged) together; run() says why
 
 
 class UsageError(Exception):
@@ -464,53 +478,134 @@ def readout_grads(layout, h, y, w_out):
     return logits, grad_h, grad_out
 
 
-def train_group(trials, data, progress=None, return_weights=False):
+# Adam(capturable=True) warns when it steps outside a capture: it does so by design here, in the
+# eager warm-up steps before each capture.
+warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+
+
+def train_group(trials, data, progress=None, return_weights=False, graphs=None, clock=None):
     """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
     for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
     data: the tensors of mnist_tensors(); training runs on their device and in their dtype.
     progress(fraction) is called every 25 steps and during the evaluation (it may raise to stop
-    the group: at most about 0.3 s later on the 2-core CPU, 8 seeds at batch size 64)."""
+    the group: at most about 0.3 s later on the 2-core CPU, 8 seeds at batch size 64).
+    graphs (default: on CUDA): the steps run STEPS_PER_GRAPH at a time as CUDA graphs; on the CPU
+    the same steps, in the same schedule, run eagerly (what the tests compare with graphs off).
+    clock: a dict that gets the seconds of setup, capture, train and eval (synchronised on CUDA)."""
     batch_size, epochs = trials[0].batch_size, trials[0].epochs
     assert all(t.batch_size == batch_size and t.epochs == epochs for t in trials)
     device, dtype = data["train_x"].device, data["train_x"].dtype
-    start = time.perf_counter()
+    cuda = device.type == "cuda"
+    graphs = cuda if graphs is None else graphs
+    start = last = time.perf_counter()
+
+    def tick(phase):  # the time since the last tick goes to phase (timed runs only: it syncs)
+        nonlocal last
+        if clock is not None:
+            if cuda:
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            clock[phase] = clock.get(phase, 0.0) + now - last
+            last = now
+
     layout = Layout(trials, device, dtype)
     S, L, n_blocks = len(layout.seeds), len(layout.lrs), len(layout.blocks)
     # Adam with one learning rate per trial, in one fused pass over all the weights. Each weight
     # w is kept as q = w / lr, lr its trial's. torch.optim.Adam at lr 1, handed the gradient of
     # w, moves q by Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the
     # gradient only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the
-    # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column.
+    # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column. (capturable: Adam's
+    # step count stays on the GPU, as a graph needs; the fused kernel computes the same either way.)
     q_x = layout.w_x / layout.lr_x  # [S, 784, L * X]
     q_out = layout.w_out / layout.lr_out  # [S, L, U, 10]
-    adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM)
+    adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM,
+                            capturable=graphs and cuda)
     targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
     n = len(targets)
-    orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds]).to(device)  # [S, epochs, n]
-    steps_per_epoch = math.ceil(n / batch_size)
+    # Every step's images, on the device: row r of `full` holds the S * batch_size image indices of
+    # the r-th full batch (epoch by epoch, each seed's own batch in turn), row e of `last` those of
+    # epoch e's last, smaller batch (when batch_size does not divide n). A step reads its row at a
+    # counter kept on the device and moves the counter on, so no step needs the host.
+    orders = torch.stack([data_orders(seed, n, epochs) for seed in layout.seeds])  # [S, epochs, n]
+    n_full, n_last = divmod(n, batch_size)
+    full = (orders[:, :, :n_full * batch_size].reshape(S, epochs, n_full, batch_size).permute(1, 2, 0, 3)
+            .reshape(epochs * n_full, S * batch_size).to(device))
+    last_batches = orders[:, :, n_full * batch_size:].permute(1, 0, 2).reshape(epochs, S * n_last).to(device)
+    rows = {"full": (full, torch.zeros(1, dtype=torch.long, device=device)),
+            "last": (last_batches, torch.zeros(1, dtype=torch.long, device=device))}
+    steps_per_epoch = n_full + (n_last > 0)
     loss_from = (epochs - 1) * steps_per_epoch + steps_per_epoch - max(1, steps_per_epoch // 10)
     loss_sum = torch.zeros(S, L, n_blocks, device=device, dtype=dtype)  # train_loss: the last 10% of batches
-    step = 0
-    for epoch in range(epochs):
-        for first in range(0, n, batch_size):
-            index = orders[:, epoch, first:first + batch_size].flatten()  # each seed's own images
-            x = data["train_x"].index_select(0, index).view(S, -1, 784)  # [S, B, 784]
-            y = targets.index_select(0, index).view(S, 1, -1, 10, 1)  # [S, 1, B, 10, 1]
-            # Autograd records only the model functions (the code one edits); the matmuls, the
-            # read-out and the loss around them are differentiated by hand.
-            xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, L * X]: x @ W_x
-            w_out = q_out * layout.lr_out
-            h = layout.hidden_units(xw)  # [S, L, B, U]
-            with torch.no_grad():
-                logits, grad_h, grad_out = readout_grads(layout, h, y, w_out)
-                if step >= loss_from:  # each trial's mean cross-entropy on this batch
-                    loss_sum += (torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2)
-            grad_xw, = torch.autograd.grad(h, xw, grad_h)
-            q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
-            adam.step()
-            step += 1
-            if progress is not None and step % 25 == 0:
-                progress(step / (epochs * steps_per_epoch))
+
+    def step(kind, with_loss):
+        """One training step of every trial, on the next batch of `kind` (full or last)."""
+        table, row = rows[kind]
+        index = table.index_select(0, row).view(-1)  # each seed's own images
+        row += 1
+        x = data["train_x"].index_select(0, index).view(S, -1, 784)  # [S, B, 784]
+        y = targets.index_select(0, index).view(S, 1, -1, 10, 1)  # [S, 1, B, 10, 1]
+        # Autograd records only the model functions (the code one edits); the matmuls, the
+        # read-out and the loss around them are differentiated by hand.
+        xw = (torch.bmm(x, q_x) * layout.lr_x).requires_grad_()  # [S, B, L * X]: x @ W_x
+        w_out = q_out * layout.lr_out
+        h = layout.hidden_units(xw)  # [S, L, B, U]
+        with torch.no_grad():
+            logits, grad_h, grad_out = readout_grads(layout, h, y, w_out)
+            if with_loss:  # each trial's mean cross-entropy on this batch
+                loss_sum.add_((torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2))
+        grad_xw, = torch.autograd.grad(h, xw, grad_h)
+        q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
+        adam.step()
+
+    # The schedule: runs of up to STEPS_PER_GRAPH full-batch steps alike (with or without the
+    # loss), a last batch alone. With graphs, the first run of each kind is eager (Adam makes its
+    # state, CUDA loads its kernels: the warm-up a capture needs), and each later run of
+    # STEPS_PER_GRAPH replays the graph of its kind, captured when first needed; on the CPU the
+    # "graph" runs the same steps eagerly.
+    plan = []  # [kind, with_loss, steps]
+    for i in range(epochs * steps_per_epoch):
+        kind = "last" if i % steps_per_epoch == n_full else "full"
+        if plan and plan[-1][:2] == [kind, i >= loss_from] and kind == "full" and plan[-1][2] < STEPS_PER_GRAPH:
+            plan[-1][2] += 1
+        else:
+            plan.append([kind, i >= loss_from, 1])
+    captured = {}
+
+    def run_steps(kind, with_loss, steps):
+        for _ in range(steps):
+            step(kind, with_loss)
+
+    def graph_of(with_loss):
+        if with_loss not in captured:
+            tick("train")
+            if cuda:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    run_steps("full", with_loss, STEPS_PER_GRAPH)
+                captured[with_loss] = graph.replay
+            else:
+                captured[with_loss] = functools.partial(run_steps, "full", with_loss, STEPS_PER_GRAPH)
+            tick("capture")
+        return captured[with_loss]
+
+    tick("setup")
+    done_steps, warmed = 0, set()
+    for kind, with_loss, steps in plan:
+        if graphs and steps == STEPS_PER_GRAPH and with_loss in warmed:
+            graph_of(with_loss)()
+        elif graphs and cuda:  # eager, on a side stream: the warm-up a capture needs
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                run_steps(kind, with_loss, steps)
+            torch.cuda.current_stream(device).wait_stream(side)
+        else:
+            run_steps(kind, with_loss, steps)
+        warmed.add(with_loss)
+        if progress is not None and (done_steps + steps) // 25 > done_steps // 25:
+            progress((done_steps + steps) / (epochs * steps_per_epoch))
+        done_steps += steps
+    tick("train")
     layout.w_x, layout.w_out = q_x * layout.lr_x, q_out * layout.lr_out  # the trained weights
     # evaluation: every trial's accuracy on the validation and test images, EVAL_BATCH at a time
     accuracy = {}
@@ -527,6 +622,7 @@ def train_group(trials, data, progress=None, return_weights=False):
                         progress(1.0)
             accuracy[split] = (correct.double() / len(ys)).tolist()
         train_losses = (loss_sum / (epochs * steps_per_epoch - loss_from)).tolist()
+    tick("eval")
     elapsed = time.perf_counter() - start
     trained_params = S * L * sum(n_params(model, hidden) for model, hidden, _, _ in layout.blocks)
     results = {}
@@ -614,16 +710,74 @@ def read_log(path):
     return config, done
 
 
-def environment():
+def memory_needed(hp, units, n_train, workers):
+    """Estimated peak bytes of a run (float32): (on the training device) the data, and for each of
+    the `workers` largest chunks training at once its weights with their gradient, Adam's moments
+    and copies, one step's tensors and the evaluation's; (on the host) the trials' bookkeeping."""
+    def chunk_bytes(unit):
+        S, L, B = len({t.seed for t in unit}), len(hp.lrs), unit[0].batch_size
+        blocks = {(t.model, t.hidden) for t in unit}
+        X = sum(len(MODELS[model][1]) * hidden for model, hidden in blocks)  # input-matrix columns
+        U = sum(hidden for _, hidden in blocks)  # hidden units
+        weights = 6 * S * L * (784 * X + 10 * U)  # W, q, grad, 2 moments, a product's temporary
+        step = S * B * L * (4 * X + 3 * 10 * U)  # projections, their copies and gradients; read-out
+        evaluation = L * EVAL_BATCH * (3 * X + 2 * 10 * U)
+        orders = 3 * 2 * S * hp.epochs * n_train  # int64: the orders and the step tables
+        return 4 * (weights + step + evaluation + orders + 10 * n_train)
+    biggest = sorted((chunk_bytes(u) for u in units), reverse=True)[:workers]
+    data = 4 * (n_train + N_VAL + 10_000) * 785
+    return data + sum(biggest), 1500 * sum(len(u) for u in units)
+
+
+def check_memory(hp, units, n_train, workers, device, cuda_free):
+    """Refuse, in one line, a grid whose estimated memory exceeds what the machine has: the host's
+    available RAM (always), the GPU's free memory (cuda_free, once known)."""
+    training, bookkeeping = memory_needed(hp, units, n_train, workers)
+    meminfo = Path("/proc/meminfo")
+    available = (int(next(line.split()[1] for line in meminfo.read_text().splitlines()
+                          if line.startswith("MemAvailable:"))) * 1024 if meminfo.exists()
+                 else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+    checks = [(bookkeeping + (training if device.type == "cpu" else 0), available, "of the host's RAM available")]
+    if cuda_free is not None:
+        checks.append((training, cuda_free, "of the GPU's memory free"))
+    for needed, have, where in checks:
+        if needed > have:
+            fix = ("use fewer --seeds" if bookkeeping > training else
+                   "use smaller --hidden sizes, or fewer --lrs or --models")
+            raise UsageError(f"--seeds {hp.seeds} x --hidden {','.join(map(str, hp.hidden))} (x {len(hp.lrs)} lrs, "
+                             f"{len(hp.models)} models) needs about {needed / 2**30:.1f} GiB, more than the "
+                             f"{have / 2**30:.1f} GiB {where}; {fix}")
+
+
+def start_nvidia_smi():
+    """nvidia-smi's report for the log, started at once: it takes a second or more on a GPU
+    machine, which it spends beside the data loading instead of before the first step."""
+    try:
+        return subprocess.Popen(["nvidia-smi"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) \
+            if shutil.which("nvidia-smi") else None
+    except OSError:
+        return None
+
+
+def environment(nvidia_smi):
     lines = [f"python: {sys.version}", f"torch: {torch.__version__}", f"numpy: {np.__version__}",
              f"platform: {platform.platform()}", f"cpu_count: {os.cpu_count()}",
              f"torch_threads: {torch.get_num_threads()}"]
-    if shutil.which("nvidia-smi"):
+    if nvidia_smi is not None:
         try:
-            lines.append(subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout)
+            lines.append(nvidia_smi.communicate(timeout=30)[0])
         except Exception as e:
+            nvidia_smi.kill()
             lines.append(f"nvidia-smi failed: {e}")
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def start_cuda(device):
+    """Create the CUDA context and cuBLAS's handle (a second or more on a GPU machine), in a
+    thread beside the data loading; returns the device's free memory in bytes."""
+    ones = torch.ones(1, 2, 2, device=device)
+    torch.bmm(ones, ones)
+    return torch.cuda.mem_get_info(device)[0]
 
 
 # ------------------------------------------------------------------------------------------
@@ -695,8 +849,9 @@ def config_value_from(default, text):
     return text == "1" if isinstance(default, bool) else type(default)(text)
 
 
-def config_record(hp, data):
-    """The config: record: every grid field of hp, in Hparams' order, and what follows from them.
+def config_record(hp, data, **derived):
+    """The config: record: every grid field of hp, in Hparams' order, and what follows from them,
+    then the `derived` keys (the run's seed_chunk and data_dir, which --resume reads back).
     The log contract's keys keep their order (models ... epochs, then the data's train val test
     split_seed init_std data) and old readers their keys (seeds as the list 0..N-1, matched_hidden
     for geglu); keys are only ever added."""
@@ -713,7 +868,7 @@ def config_record(hp, data):
             if "geglu" in matched:  # the key analyze.py read before there were other models
                 record["matched_hidden"] = config_value(tuple(matched["geglu"]))
             record.update({f"matched_hidden_{model}": config_value(tuple(sizes)) for model, sizes in matched.items()})
-    record.update(adam_betas=config_value(ADAM_BETAS), adam_eps=ADAM_EPS)
+    record.update(adam_betas=config_value(ADAM_BETAS), adam_eps=ADAM_EPS, **derived)
     return "config: " + " ".join(f"{key}:{value}" for key, value in record.items())
 
 
@@ -726,7 +881,10 @@ def config_from_log(path, config):
                     "batch_sizes": lists("batch_sizes", int), "lrs": lists("lrs", float), "seeds": len(seeds),
                     "epochs": int(config["epochs"]), "param_match": config.get("param_match") == "1",
                     "train_limit": int(config.get("train_limit", "0")),
-                    "no_checksum": config.get("data") == "unverified"}
+                    "no_checksum": config.get("data") == "unverified",
+                    "seed_chunk": int(config.get("seed_chunk", len(seeds)))}  # earlier logs: a group at once
+        if "data_dir" in config:  # earlier logs did not record it
+            from_log["data_dir"] = urllib.parse.unquote(config["data_dir"])
         for f in grid_fields():  # a field added since: read back as config_record wrote it, or its default
             if f.name not in from_log:
                 from_log[f.name] = config_value_from(f.default, config[f.name]) if f.name in config else f.default
@@ -773,15 +931,25 @@ def run(argv):
     parser = make_parser()
     given = vars(parser.parse_args(argv))
     t0 = time.perf_counter()
+    if given.get("data_dir"):  # the log records it as an absolute path: a --resume finds it from anywhere
+        given["data_dir"] = str(Path(given["data_dir"]).resolve())
     log_path = Path(given["resume"]) if given.get("resume") else None
+    seed_chunk = None
     if log_path is not None:  # continue the grid recorded in the log
         if not log_path.is_file():
             raise UsageError(f"--resume {log_path}: no such log; pass the path of a train_mnist_ffn.py log")
+        try:
+            open(log_path, "r+b").close()  # appending will work (opening r+b changes nothing)
+        except OSError as e:
+            raise UsageError(f"--resume {log_path}: cannot write to it ({e.strerror}); make it writable "
+                             f"(chmod u+w) or resume a writable copy")
         config, done = read_log(log_path)
         if config is None:
             raise UsageError(f"--resume {log_path}: no config: line; it is not a train_mnist_ffn.py log")
         from_log = config_from_log(log_path, config)
-        clashes = [f.name for f in grid_fields() if f.name in given and given[f.name] != from_log[f.name]]
+        seed_chunk = from_log.pop("seed_chunk")
+        clashes = [k for k in [f.name for f in grid_fields()] + ["data_dir"]
+                   if k in given and k in from_log and given[k] != from_log[k]]
         if clashes:
             raise UsageError(f"--resume continues the grid recorded in {log_path}; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in clashes)} or start a new log")
@@ -800,15 +968,31 @@ def run(argv):
                           else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
+    n_train = min(N_TRAIN, hp.train_limit or N_TRAIN)
+    if max(hp.batch_sizes) > n_train:
+        raise UsageError(f"--batch-sizes {max(hp.batch_sizes)} is more than the {n_train} training images "
+                         f"(a batch cannot repeat images); use batch sizes up to {n_train}")
+    trials = grid(hp)
+    # The trials of a batch size train in chunks of seed_chunk seeds (the log records it, so a
+    # --resume chunks as the run it continues): each chunk's lines are in the log as it ends, so a
+    # kill loses at most one chunk of work. On the CPU four seeds a chunk (2 chunks of about 12 s
+    # for batch size 8 on 2 cores; 2 seeds a chunk made the study 4% slower, 4 seeds 9% faster
+    # than whole groups: bench --chunks --quick); on a GPU 8, whose steps cost the same for 1 or 8.
+    seed_chunk = seed_chunk or min(hp.seeds, SEED_CHUNK[device.type])
+    chunk_of = {(bs, first): [] for bs in hp.batch_sizes for first in range(0, hp.seeds, seed_chunk)}
+    for t in trials:
+        chunk_of[t.batch_size, t.seed - t.seed % seed_chunk].append(t)
+    units = list(chunk_of.values())  # in --batch-sizes order, then by seed
+    workers = hp.workers if device.type == "cpu" else 1  # a graph captures one stream: one chunk at a time
+    nvidia_smi = start_nvidia_smi() if log_path is None else None
+    cuda_start = ThreadPoolExecutor(1).submit(start_cuda, device) if device.type == "cuda" else None
+    check_memory(hp, units, n_train, workers, device, None)
     if log_path is None:  # the log's folder must be writable before minutes of download and training
         log_dir = Path(hp.log_dir)
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-            probe = log_dir / f".write-test-{os.getpid()}"
-            probe.touch()
-            probe.unlink()
-        except OSError as e:
-            raise UsageError(f"--log-dir {log_dir}: cannot write there ({e.strerror}); pass a folder you can write to")
+        existing = next(p for p in [log_dir, *log_dir.resolve().parents] if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--log-dir {log_dir}: cannot write there ({existing} is not a writable folder); "
+                             f"pass a folder you can write to")
 
     # data
     if hp.data_dir:
@@ -820,22 +1004,26 @@ def run(argv):
         download_mnist(folder)
     data = mnist_tensors(load_mnist(folder, downloaded=not hp.data_dir, verify=not hp.no_checksum), device,
                          hp.train_limit)
-    n_train = len(data["train_y"])
+    if cuda_start is not None:
+        check_memory(hp, units, n_train, workers, device, cuda_start.result())
 
     # the log
-    trials = grid(hp)
     if log_path is None:
-        run_id = secrets.token_hex(4)
-        started = datetime.now(timezone.utc)
-        log_path = log_dir / f"mnist-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            run_id = secrets.token_hex(4)
+            started = datetime.now(timezone.utc)
+            log_path = log_dir / f"mnist-{started:%Y%m%d-%H%M%S}-{run_id}.txt"
+            log = open(log_path, "w")
+        except OSError as e:
+            raise UsageError(f"--log-dir {log_dir}: cannot write there ({e.strerror}); pass a folder you can write to")
         done = {}
-        log = open(log_path, "w")
         device_name = f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu"
         log.write(f"run:mnist id:{run_id} started:{started:%Y-%m-%dT%H:%M:%SZ} torch:{torch.__version__} "
                   f"device:{device_name} host:{socket.gethostname().replace(' ', '_')}\n")
-        log.write("=" * 100 + "\n" + Path(__file__).read_text().rstrip("\n") + "\n" + environment()
+        log.write("=" * 100 + "\n" + Path(__file__).read_text().rstrip("\n") + "\n" + environment(nvidia_smi)
                   + "=" * 100 + "\n")
-        log.write(config_record(hp, data) + "\n")
+        log.write(config_record(hp, data, seed_chunk=seed_chunk, data_dir=urllib.parse.quote(hp.data_dir)) + "\n")
         log.flush()
     else:
         content = log_path.read_bytes()
@@ -847,42 +1035,46 @@ def run(argv):
     print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
           f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
 
-    # Train the groups (hp.workers at a time); every finished group's lines are in the log at
-    # once. A group with any trial missing from the log is trained whole, in the layout of an
+    # Train the chunks (workers at a time); every finished chunk's lines are in the log at once.
+    # A chunk with any trial missing from the log is trained whole, in the layout of an
     # uninterrupted run, so the lines a resumed run writes are bit-for-bit those the
     # uninterrupted run would have written (on the CPU).
-    groups = [[t for t in trials if t.batch_size == bs] for bs in hp.batch_sizes]
-    groups = [g for g in groups if any(t not in done for t in g)]
+    units = [u for u in units if any(t not in done for t in u)]
     # for the ETA: a step costs about (1 + batch_size / 32) x its parameters (measured on CPU)
-    work = [math.ceil(n_train / g[0].batch_size) * (1 + g[0].batch_size / 32) * sum(n_params(t.model, t.hidden) for t in g)
-            for g in groups]
-    fractions, finished, last_print, lock = [0.0] * len(groups), 0, [time.perf_counter()], threading.Lock()
+    work = [math.ceil(n_train / u[0].batch_size) * (1 + u[0].batch_size / 32) * sum(n_params(t.model, t.hidden) for t in u)
+            for u in units]
+    fractions, finished, last_print, lock = [0.0] * len(units), 0, [time.perf_counter()], threading.Lock()
 
-    def progress(gi, fraction):  # called from the worker threads
+    def label(unit):
+        seeds = sorted({t.seed for t in unit})
+        return f"batch size {unit[0].batch_size}" + ("" if len(seeds) == hp.seeds else
+                                                      f", seeds {seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else f", seed {seeds[0]}")
+
+    def progress(ui, fraction):  # called from the worker threads
         with lock:
-            fractions[gi] = fraction
+            fractions[ui] = fraction
             now = time.perf_counter()
             if now - last_print[0] < 5:
                 return
             last_print[0] = now
             f = sum(w * fr for w, fr in zip(work, fractions)) / sum(work)
             elapsed = now - t0
-            running = ", ".join(f"batch size {g[0].batch_size} {100 * fr:.0f}%" for g, fr in zip(groups, fractions) if 0 < fr < 1)
+            running = ", ".join(f"{label(u)} {100 * fr:.0f}%" for u, fr in zip(units, fractions) if 0 < fr < 1)
             print(f"  {finished}/{len(todo)} trials done ({running}), elapsed {elapsed:.0f}s, "
                   f"remaining ~{elapsed * (1 - f) / max(f, 1e-9):.0f}s", flush=True)
 
     status = "ok"
     try:
-        for group, results in train_groups(groups, data, hp.workers, progress):
-            missing = sorted(t for t in group if t not in done)
+        for unit, results in train_groups(units, data, workers, progress):
+            missing = sorted(t for t in unit if t not in done)
             for t in missing:
                 log.write(trial_record(t, results[t]) + "\n")
                 done[t] = {k: str(v) for k, v in results[t].items()}
             log.flush()
             with lock:
-                fractions[groups.index(group)] = 1.0
+                fractions[units.index(unit)] = 1.0
                 finished += len(missing)
-            print(f"  {finished}/{len(todo)} trials done (batch size {group[0].batch_size}), "
+            print(f"  {finished}/{len(todo)} trials done ({label(unit)}), "
                   f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the finished groups' lines are in the log already
         status = "interrupted"

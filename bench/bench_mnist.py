@@ -6,9 +6,15 @@ learning rates) for --seeds seeds (default 1: 64 trials), both ways, in one run,
 trials per second and the ratio. The plain loop is what one would write without batching:
 for each trial, its own weights, torch.optim.Adam, and one forward/backward per batch, with the
 same models, init and data order as the script. The batched side runs as the script runs it:
-its batch-size groups at the same time on --workers threads (default 2, one per core of a
-2-core CPU), with subnormal floats flushed to zero for both sides (the plain loop measured the
-same either way: its time goes to per-op overhead, not arithmetic).
+its batch-size groups in chunks of SEED_CHUNK seeds, --workers chunks at the same time (default
+2, one per core of a 2-core CPU; one at a time on a GPU), with subnormal floats flushed to zero
+for both sides (the plain loop measured the same either way: its time goes to per-op overhead,
+not arithmetic).
+
+--phases (default with --device cuda) splits the study's time into setup, capture, training and
+evaluation, the steps replayed as CUDA graphs against run eagerly, side by side. --chunks times
+the script's chunks of seeds (each chunk's lines logged as it ends) against whole batch-size
+groups, side by side. bench/gpu_check_mnist.sh runs the GPU figures in one command.
 
 --tricks also times the batched side once without each of its speed tricks, one at a time, in
 the same run (docs/benchmarks.md's table of tricks): a trick is worth keeping only if removing it
@@ -17,7 +23,8 @@ makes training slower.
     python bench/bench_mnist.py                      # one seed, full epoch (about a minute on 2 cores)
     python bench/bench_mnist.py --tricks --repeat 3  # and what each trick is worth, fastest of 3
     python bench/bench_mnist.py --quick              # a tenth of the training images
-    python bench/bench_mnist.py --seeds 8 --device cuda
+    python bench/bench_mnist.py --seeds 8 --device cuda --skip-plain
+    python bench/bench_mnist.py --seeds 8 --chunks --skip-plain --repeat 2  # chunks vs whole groups
     python bench/bench_mnist.py --models relu,swiglu --quick  # any models of MODELS
 
 Bad input (a flag, --device cuda without a GPU, a missing or damaged data folder) gets one line
@@ -104,13 +111,18 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_batched(trials, batch_sizes, data, workers, device):
+def chunks_of(trials, batch_sizes, seed_chunk):
+    """The script's training units: each batch size's trials in chunks of seed_chunk seeds."""
+    return [[t for t in trials if t.batch_size == bs and first <= t.seed < first + seed_chunk]
+            for bs in batch_sizes for first in range(0, max(t.seed for t in trials) + 1, seed_chunk)]
+
+
+def time_units(units, data, workers, device):
     sync(device)
     start = time.perf_counter()
     results = {}
-    for _, group_results in M.train_groups([[t for t in trials if t.batch_size == bs] for bs in batch_sizes],
-                                           data, workers):
-        results.update(group_results)
+    for _, unit_results in M.train_groups(units, data, workers):
+        results.update(unit_results)
     sync(device)
     return time.perf_counter() - start, results
 
@@ -122,6 +134,57 @@ class FlagParser(argparse.ArgumentParser):
 
 def at_least_1(text):
     return M.parse_int(1, text)
+
+
+def phases(trials, batch_sizes, data, device):
+    """The study's wall time split into setup, capture, training and evaluation, with the steps
+    replayed as CUDA graphs and run eagerly, side by side (each group after the other, as the
+    script does on a GPU); and whether the two give the same numbers."""
+    rows, results = {}, {}
+    for what, graphs in (("CUDA graphs", True), ("eager", False)):
+        clock, results[what] = {}, {}
+        sync(device)
+        start = time.perf_counter()
+        for bs in batch_sizes:
+            group_clock = {}
+            results[what].update(M.train_group([t for t in trials if t.batch_size == bs], data, graphs=graphs,
+                                               clock=group_clock))
+            for phase, s in group_clock.items():
+                clock[phase] = clock.get(phase, 0.0) + s
+            clock[f"train bs{bs}"] = group_clock["train"]
+        sync(device)
+        clock["total"] = time.perf_counter() - start
+        rows[what] = clock
+    n = len(data["train_y"])
+    print(f"the study's training and evaluation ({len(trials)} trials), seconds:")
+    print(f"  {'':<14}" + "".join(f"{what:>13}" for what in rows))
+    for phase in ["setup", "capture", "train", "eval", "total"] + [f"train bs{bs}" for bs in batch_sizes]:
+        print(f"  {phase:<14}" + "".join(f"{rows[what].get(phase, 0.0):13.3f}" for what in rows))
+    for bs in batch_sizes:
+        steps = math.ceil(n / bs) * trials[0].epochs
+        print(f"  {'ms/step bs' + str(bs):<14}" + "".join(f"{1000 * rows[what][f'train bs{bs}'] / steps:13.3f}"
+                                                           for what in rows))
+    a, b = results["CUDA graphs"], results["eager"]
+    diff = max(abs(a[t][k] - b[t][k]) for t in trials for k in ("train_loss", "val_acc", "test_acc")
+               if a[t][k] == a[t][k] and b[t][k] == b[t][k])
+    same = sum(all(a[t][k] == b[t][k] for k in ("train_loss", "val_acc", "test_acc")) for t in trials)
+    print(f"  graphed vs eager: {same} of {len(trials)} trials identical, largest difference {diff:.2e} "
+          f"(train_loss, accuracies)")
+
+
+def startup(folder, device):
+    """What passes before the first step: loading and checking the data, starting CUDA,
+    nvidia-smi for the log's header (the script overlaps the last two with the first)."""
+    start = time.perf_counter()
+    arrays = M.load_mnist(folder, downloaded=False)
+    loaded = time.perf_counter()
+    M.mnist_tensors(arrays, torch.device("cpu"))
+    tensors = time.perf_counter()
+    smi = M.start_nvidia_smi()
+    M.environment(smi)
+    smi_done = time.perf_counter()
+    print(f"startup: data read+md5+parse {loaded - start:.3f} s, split+scale {tensors - loaded:.3f} s, "
+          f"nvidia-smi {smi_done - tensors:.3f} s" + ("" if device.type == "cuda" else " (CPU: no CUDA start)"))
 
 
 def main():
@@ -146,12 +209,20 @@ def setup():
                         help="MNIST folder (default: ../shared/data/mnist if present, else data/mnist)")
     parser.add_argument("--threads", type=at_least_1, default=M.Hparams.threads, help="torch CPU threads (both ways)")
     parser.add_argument("--workers", type=at_least_1, default=M.Hparams.workers,
-                        help="batch-size groups the batched trainer trains at once (as train_mnist_ffn.py)")
+                        help="chunks the batched trainer trains at once on the CPU (as train_mnist_ffn.py)")
     parser.add_argument("--skip-plain", action="store_true", help="time only the batched trainer")
     parser.add_argument("--tricks", action="store_true", help="also time the batched trainer without each trick")
     parser.add_argument("--repeat", type=at_least_1, default=1,
                         help="time each batched variant this many times, interleaved, and keep the fastest "
                              "(a shared machine's slow spells hit one run, not all)")
+    parser.add_argument("--phases", action="store_true",
+                        help="also split the study's time into setup, capture, training and evaluation, "
+                             "CUDA graphs against eager steps (default with --device cuda)")
+    parser.add_argument("--chunks", action="store_true",
+                        help="also time training whole batch-size groups against the script's chunks of "
+                             "SEED_CHUNK seeds (what a kill can lose), side by side")
+    parser.add_argument("--seed-chunk", type=at_least_1, default=None,
+                        help="seeds a chunk for --chunks (default: the script's SEED_CHUNK for the device)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise M.UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
@@ -163,6 +234,12 @@ def setup():
         raise M.UsageError(f"--data-dir {folder}: no such folder; pass the folder of the four MNIST files")
     if folder == M.DEFAULT_DATA_DIR:
         M.download_mnist(folder)
+    if device.type == "cuda":
+        start_cuda = time.perf_counter()
+        free = M.start_cuda(device)
+        print(f"startup: CUDA context and cuBLAS {time.perf_counter() - start_cuda:.3f} s "
+              f"({free / 2**30:.1f} GiB free)")
+    startup(folder, device)
     data = M.mnist_tensors(M.load_mnist(folder, downloaded=folder == M.DEFAULT_DATA_DIR), device,
                            4800 if args.quick else 0)
     return args, device, data
@@ -171,22 +248,24 @@ def setup():
 def bench(args, device, data):
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as train_mnist_ffn.py does (the plain loop measured the same either way)
+    workers = args.workers if device.type == "cpu" else 1  # as the script: one graph capture at a time
     hp = M.Hparams(models=args.models, seeds=args.seeds)
     trials = M.grid(hp)
     print(f"{len(trials)} trials ({args.seeds} seed(s) of the grid of {','.join(hp.models)}), {len(data['train_y'])} training "
           f"images, device {device}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"batched with {args.workers} worker(s)")
+          f"batched with {workers} worker(s)")
 
     # warm-up (allocator, kernels) on a tiny slice, not timed
     tiny = dict(data, train_x=data["train_x"][:64], train_y=data["train_y"][:64])
     M.train_group([t for t in trials if t.batch_size == 8][:4], tiny)
 
+    script_units = chunks_of(trials, hp.batch_sizes, min(args.seeds, M.SEED_CHUNK[device.type]))
     variants = [("as the script trains", contextlib.nullcontext, None)] + (TRICKS if args.tricks else [])
     seconds, results = {}, {}
     for _ in range(args.repeat):
-        for what, without, workers in variants:
+        for what, without, w in variants:
             with without():
-                s, results[what] = time_batched(trials, hp.batch_sizes, data, workers or args.workers, device)
+                s, results[what] = time_units(script_units, data, min(w or workers, workers), device)
             seconds[what] = min(seconds.get(what, math.inf), s)
     batched_s, batched = seconds[variants[0][0]], results[variants[0][0]]
     print(f"batched:  {batched_s:8.2f} s  {len(trials) / batched_s:8.2f} trials/s"
@@ -197,6 +276,22 @@ def bench(args, device, data):
             drift = max(abs(results[what][t]["test_acc"] - batched[t]["test_acc"]) for t in trials if t.lr <= 0.01)
             print(f"  {what:<60} without: {seconds[what]:6.2f} s  {seconds[what] / batched_s:5.2f}x  "
                   f"(test accuracy moved by at most {drift:.4f} at lr <= 0.01)")
+    if args.phases or device.type == "cuda":
+        phases(trials, hp.batch_sizes, data, device)
+    if args.chunks:
+        chunk = min(args.seeds, args.seed_chunk or M.SEED_CHUNK[device.type])
+        ways = {"whole groups": chunks_of(trials, hp.batch_sizes, args.seeds),
+                f"chunks of {chunk} seed(s)": chunks_of(trials, hp.batch_sizes, chunk)}
+        best = {}
+        for _ in range(args.repeat):
+            for what, units in ways.items():
+                best[what] = min(best.get(what, math.inf), time_units(units, data, workers, device)[0])
+        print(f"training in chunks (lines logged as each ends) against whole groups, {workers} worker(s)"
+              + (f", fastest of {args.repeat}" if args.repeat > 1 else "") + ":")
+        for what, s in best.items():
+            print(f"  {what:<22} {s:8.2f} s")
+        (whole, s_whole), (chunked, s_chunked) = best.items()
+        print(f"  chunked / whole: {s_chunked / s_whole:.3f}")
     if args.skip_plain:
         return
 

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import io
 import gzip
+import os
 import http.server
 import re
 import shutil
@@ -482,6 +483,27 @@ def test_a_stopped_run_stops_its_other_groups(small_data):
     assert max(slow_reports, default=0) < 0.5  # run to its end, it would report up to 1.0
 
 
+def test_the_steps_a_cuda_graph_captures_compute_what_the_eager_loop_computes(small_data, monkeypatch):
+    """On CUDA the steps run STEPS_PER_GRAPH at a time as captured graphs (the first run of each
+    kind, with and without the train_loss, eager as the capture's warm-up; a smaller last batch
+    eager). On the CPU train_group(graphs=True) runs that same schedule, the graphs' steps called
+    eagerly: it must give the one-step-at-a-time loop's numbers bit for bit (float32; 2 epochs
+    of 100 images at batch size 3: 34 steps an epoch, the last of 1 image, 3 of them with the
+    loss; 2 steps a graph, so graphs with and without the loss are both captured and replayed)."""
+    monkeypatch.setattr(M, "STEPS_PER_GRAPH", 2)
+    data = dict(small_data, train_x=small_data["train_x"][:100], train_y=small_data["train_y"][:100])
+    trials = [M.Trial(m, h, 3, lr, seed, 2) for m in M.MODELS for h, lr in ((2, 0.01), (8, 0.1)) for seed in (0, 1)]
+    clocks = {True: {}, False: {}}
+    runs = {graphs: M.train_group(trials, data, return_weights=True, graphs=graphs, clock=clocks[graphs])
+            for graphs in (True, False)}
+    assert "capture" in clocks[True] and "capture" not in clocks[False]
+    for t in trials:
+        a, b = runs[True][t], runs[False][t]
+        assert (a["train_loss"], a["val_acc"], a["test_acc"]) == (b["train_loss"], b["val_acc"], b["test_acc"])
+        for name in a["weights"]:
+            assert torch.equal(a["weights"][name], b["weights"][name]), (t, name)
+
+
 @pytest.mark.parametrize("model", EVERY_MODEL)
 def test_param_match_rule(models, model):
     """Every model is matched to the baseline by how many 784 x h projections it reads (its
@@ -737,7 +759,77 @@ def test_bad_files_and_folders_get_one_line(repo_root, synthetic_dir, tmp_path):
     message = one_line_error(run_script(repo_root, "--data-dir", str(folder), "--no-checksum", "--log-dir",
                                         str(tmp_path / "logs")))
     assert "t10k-images-idx3-ubyte.gz: corrupt" in message and "replace it with an intact copy" in message
-    assert not list((tmp_path / "logs").iterdir())
+    assert not (tmp_path / "logs").exists()  # no log, and no empty folder either
+
+
+@pytest.mark.parametrize("args, complaint", [
+    (["--hidden", "100000"], "use smaller --hidden sizes"),  # about 260 GiB on the CPU
+    (["--batch-sizes", "8,100000"], "--batch-sizes 100000 is more than the 48000 training images"),
+    (["--train-limit", "500", "--batch-sizes", "501"], "more than the 500 training images"),
+])
+def test_sizes_that_cannot_work_are_refused_before_anything_is_written(args, complaint, synthetic_dir, tmp_path,
+                                                                       capsys):
+    with pytest.raises(SystemExit) as info:
+        M.main(args + ["--data-dir", str(synthetic_dir), "--no-checksum", "--log-dir", str(tmp_path / "logs")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and complaint in err
+    if "--hidden" in args:  # the estimate and what there is, in GiB
+        needed, have = map(float, re.search(r"about ([\d.]+) GiB, more than the ([\d.]+) GiB", err).groups())
+        assert needed > have
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write to a read-only file")
+def test_a_read_only_log_to_resume_is_one_line(full_run, tmp_path):
+    log = tmp_path / full_run[0].name
+    shutil.copy(full_run[0], log)
+    log.chmod(0o444)
+    message = one_line_error(run_script(Path(M.__file__).parent, "--resume", str(log)))
+    assert "cannot write to it" in message
+
+
+def test_resume_needs_only_the_log_and_refuses_a_flag_that_contradicts_it(full_run, synthetic_dir, tmp_path, capsys):
+    """The data folder (and --no-checksum, the grid, the chunking) come from the log's config: a
+    cut log resumes with --resume LOG alone; another --data-dir is a one-line error."""
+    config = read_records(full_run[0])[1][2]
+    assert Path(config["data_dir"]) == synthetic_dir.resolve() and config["seed_chunk"] == "2"
+    lines = full_run[0].read_text().split("\n")
+    cut = tmp_path / full_run[0].name
+    cut.write_text("\n".join(line for line in lines if not line.startswith(("done:", "trial: model:geglu"))))
+    with pytest.raises(SystemExit) as info:
+        M.main(["--resume", str(cut), "--data-dir", str(tmp_path)])
+    assert info.value.code == 2 and "drop --data-dir" in capsys.readouterr().err
+    M.main(["--resume", str(cut)])
+    assert sorted(trial_lines(cut)) == sorted(trial_lines(full_run[0]))
+
+
+def test_a_sigkill_keeps_every_finished_chunk_and_resume_gives_the_same_lines(repo_root, synthetic_dir, tmp_path):
+    """One batch size in two chunks of seeds (0-3, 4-7): killed with SIGKILL as soon as the first
+    chunk's lines are in the log, while the group still trains its second chunk; --resume LOG
+    (nothing else) then writes the lines an uninterrupted run writes, to the last digit."""
+    args = ["--data-dir", str(synthetic_dir), "--no-checksum", "--train-limit", "1500", "--seeds", "8", "--hidden",
+            "2", "--lrs", "0.01", "--models", "relu", "--batch-sizes", "1", "--workers", "1"]
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, str(repo_root / "train_mnist_ffn.py"), *args, "--log-dir",
+                                str(killed_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        while process.poll() is None:
+            logs = list(killed_dir.glob("mnist-*.txt"))
+            if logs and "\ntrial:" in logs[0].read_text():
+                break
+            time.sleep(0.01)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()
+    log = logs[0]
+    kept = trial_lines(log)
+    assert len(kept) == 4 and {line.split(" seed:")[1][0] for line in kept} == {"0", "1", "2", "3"}
+    assert "done" not in [r[0] for r in read_records(log)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        M.main(["--resume", str(log)])
+        whole = M.main(args + ["--log-dir", str(tmp_path / "whole")])
+    assert sorted(trial_lines(log)) == sorted(trial_lines(whole)) and len(trial_lines(whole)) == 8
 
 
 def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synthetic_dir, tmp_path):
