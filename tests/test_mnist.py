@@ -577,7 +577,7 @@ def test_every_line_of_the_log_follows_the_contract(full_run):
     assert list(config)[:12] == ["models", "hidden", "batch_sizes", "lrs", "seeds", "epochs", "train", "val",
                                  "test", "split_seed", "init_std", "data"]
     assert list(config)[12:] == ["param_match", "matched_hidden", "matched_hidden_geglu", "train_limit",
-                                 "no_checksum", "adam_betas", "adam_eps"]
+                                 "no_checksum", "adam_betas", "adam_eps", "seed_chunk", "data_dir"]
     trials = [r[2] for r in records if r[0] == "trial"]
     # 2 models x 2 hidden x 2 batch sizes x 2 lrs x 2 seeds, plus GeGLU at h=1 (param-matched to ReLU h=2)
     assert len(trials) == 32 + 8
