@@ -11,7 +11,7 @@
 #                  without a whole-model compile per lever (~1 minute).
 #   3. dbs128:     relu2 with --device-batch-size 128 (4 micro-steps: the same batch, summed in
 #                  another order) if the budget still holds a compile (~2 minutes).
-#   4. train:      (only if PARTS names it) train_gpt.py itself, 20 steps per MLP on full-size shards
+#   4. train:      (only if PARTS names it; run first then) train_gpt.py itself, 20 steps per MLP on full-size shards
 #                  of synthetic tokens: its step_avg over steps 11-20, peak_memory and done lines.
 # Each part runs under `timeout` with what is left of BUDGET, and a part that fails or is cut
 # does not stop the others. Every part's output goes to OUT_DIR/<part>.txt (and the screen);
@@ -59,17 +59,12 @@ part() {
     python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 } 2>&1 | tee "$out/environment.txt"
 
-# shellcheck disable=SC2086  # EXTRA_BENCH / DBS2 / EXTRA_TRAIN are lists of flags
-part step 150 python bench/bench_gpt.py --steps 6 --warmup 2 --profile "$out/profile.txt" ${EXTRA_BENCH:-}
-# shellcheck disable=SC2086
-part components 40 python bench/bench_gpt.py --components --mlps relu2 --steps 10 ${EXTRA_BENCH:-}
-# shellcheck disable=SC2086
-part dbs128 110 python bench/bench_gpt.py --mlps relu2 --steps 4 --warmup 2 ${EXTRA_BENCH:-} \
-    ${DBS2:---device-batch-size 128 --grad-accum 4}
+# train first when PARTS names it: train_gpt.py's own step_avg is the headline figure
 train() {
     python data/make_tiny_shards.py --out "$out/shards" --vocab 50304 --train-shards 1 \
         --tokens-per-shard "${TOKENS:-11000000}" || return        # 20 steps of 524,288 tokens + 1
     for mlp in relu2 swiglu_thin; do
+        echo "mlp $mlp: train_gpt.py, 20 steps"
         # shellcheck disable=SC2086
         python train_gpt.py --mlp "$mlp" --num-iterations 20 --val-every 0 --val-tokens 65536 \
             --train-files "$out/shards/fineweb_train_*.bin" --val-files "$out/shards/fineweb_val_*.bin" \
@@ -79,6 +74,13 @@ train() {
 export -f train
 export out
 part train 240 bash -c train
+# shellcheck disable=SC2086  # EXTRA_BENCH / DBS2 / EXTRA_TRAIN are lists of flags
+part step 150 python bench/bench_gpt.py --steps 6 --warmup 2 --profile "$out/profile.txt" ${EXTRA_BENCH:-}
+# shellcheck disable=SC2086
+part components 40 python bench/bench_gpt.py --components --mlps relu2 --steps 10 ${EXTRA_BENCH:-}
+# shellcheck disable=SC2086
+part dbs128 110 python bench/bench_gpt.py --mlps relu2 --steps 4 --warmup 2 ${EXTRA_BENCH:-} \
+    ${DBS2:---device-batch-size 128 --grad-accum 4}
 
 for name in step components dbs128 train; do
     [[ -f $out/$name.txt ]] || continue

@@ -22,6 +22,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -c 'import time; t = time.perf_counter(); import torch; print(f"import torch: {time.perf_counter() - t:.2f} s; torch {torch.__version__}, CUDA {torch.version.cuda}")'
 for run in 1 2; do
+    rm -rf "$out/logs$run"       # a folder of its own: the log to time is the only one there
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
     timeout 120 python train_mnist_ffn.py --device "$device" --data-dir "$data" --log-dir "$out/logs$run" $extra \
