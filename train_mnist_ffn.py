@@ -236,9 +236,11 @@ def matched_hidden(baseline_hidden, model):
 
 
 def param_matched(hp):
-    """With --param-match, {model: its matched size at each --hidden size, in that order} for
-    every model of the run but BASELINE; {} without."""
-    if not hp.param_match:
+    """{model: its parameter-matched size at each --hidden size, in that order} for every model of
+    the run but BASELINE ({} without BASELINE). The config: record names them in every run, so
+    analyze.py can compare at equal parameter count whatever pairs the grid holds (relu 4 and
+    geglu 2 in the default grid); --param-match also trains the sizes the grid lacks."""
+    if BASELINE not in hp.models:
         return {}
     return {model: [matched_hidden(h, model) for h in hp.hidden] for model in hp.models if model != BASELINE}
 
@@ -903,7 +905,7 @@ def config_from_log(path, config):
 def grid(hp):
     """Every trial of the study (plus each model's parameter-matched sizes with --param-match)."""
     sizes = {model: list(hp.hidden) for model in hp.models}
-    for model, matched in param_matched(hp).items():
+    for model, matched in (param_matched(hp) if hp.param_match else {}).items():
         sizes[model] += [h for h in sorted(set(matched)) if h not in hp.hidden]
     return [Trial(model, h, bs, lr, seed, hp.epochs) for bs in hp.batch_sizes for model in hp.models
             for h in sizes[model] for lr in hp.lrs for seed in range(hp.seeds)]

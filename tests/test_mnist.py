@@ -528,6 +528,11 @@ def test_param_match_sizes_every_model_but_the_baseline():
     assert sorted(M.grid(hp)) == sorted(M.Trial(m, h, bs, lr, 0, 1) for m in M.MODELS
                                         for h in sorted(set(hp.hidden) | set(matched.get(m, [])))
                                         for bs in hp.batch_sizes for lr in hp.lrs)
+    # without --param-match the log still names the matched sizes, and the grid is --hidden alone
+    plain = M.Hparams(models=tuple(M.MODELS), seeds=1)
+    assert M.param_matched(plain) == matched
+    assert len(M.grid(plain)) == len(M.MODELS) * len(plain.hidden) * len(plain.batch_sizes) * len(plain.lrs)
+    assert M.param_matched(M.Hparams(models=("geglu", "swish"), seeds=1)) == {}  # no baseline, nothing to match
 
 
 # ------------------------------------------------------------------------------------------
