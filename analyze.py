@@ -591,14 +591,16 @@ def trial_key(t, epochs=None):
 
 
 def grid_of(config):
-    """The set of trial keys a train_mnist_ffn.py config: record promises (with param_match, each
-    model also at the sizes its matched_hidden_<model> key lists); None when the record does not say."""
+    """The set of trial keys a train_mnist_ffn.py config: record promises (with param_match:1, each
+    model also at the sizes its matched_hidden_<model> key lists: without it those keys only name
+    the sizes, the run trains hidden: alone); None when the record does not say."""
     try:
         ints = lambda key: [int(v) for v in config[key].split(",") if v]
         models = config["models"].split(",")
         hidden, batch_sizes, seeds, epochs = ints("hidden"), ints("batch_sizes"), ints("seeds"), int(config["epochs"])
         lrs = [float(v) for v in config["lrs"].split(",")]
-        matched = {m: [int(v) for v in config[key].split(",") if v] for m, key in matched_hidden_keys(config).items()}
+        matched = {m: [int(v) for v in config[key].split(",") if v] for m, key in matched_hidden_keys(config).items()
+                   if config.get("param_match") == "1"}
     except (KeyError, ValueError):
         return None
     sizes = {m: hidden + [h for h in dict.fromkeys(matched.get(m, [])) if h not in hidden] for m in models}
