@@ -35,9 +35,16 @@ How to run
 
 Measured results (docs/benchmarks.md has every figure with its machine)
     This file on one NVIDIA H200 (torch 2.11 + CUDA 13): the full model, 8 micro-steps of
-    64 x 1024 random tokens a step, torch.compile, one run each, step_avg over steps 11-20:
-        relu2 926.6 ms/step, peak 31,536 MiB allocated; swiglu_thin 881.5 ms/step, 29,041 MiB;
-        the record's own script 978.0 ms/step, 31,073 MiB. Compiling takes about 100 s.
+    64 x 1024 random tokens a step, torch.compile, one run each, step_avg over steps 11-20.
+    One machine, one day, relu2: 985.7 ms/step, peak 31,536 MiB allocated, before the speed levers
+    (commit 6aac9ba); 974.5 ms/step, 35,097 MiB with three levers. Each lever off -> on, on its own
+    part (bench/bench_gpt.py --components): the head + loss chunked, its gradient in the forward,
+    31.30 -> 30.54 ms a micro-step; q/k/v from one matmul, 4.27 -> 4.49 ms an attention layer
+    (slower); Newton-Schulz batched, 59.42 -> 9.21 ms a Muon step. Kept: batched Newton-Schulz
+    only (the chunked head saved ~0.6% of a step and, the one lever that changes the forward's
+    activations, is the likely cause of the +3.5 GB, unverified). An H200 on another day, before
+    the levers: relu2 926.6, swiglu_thin 881.5, the record's own script 978.0 ms/step (31,073 MiB;
+    compiling about 100 s): machines differ by ~6%, and the 1.15x target over the record is not reached.
     Published (the record's script): the record, 8x H100, PyTorch 2.4.1, 5100 steps:
         val_loss 3.2741, train_time 910546ms, step_avg 178.89ms.
     Seed 003 (published, the record's script with the MLP swapped):
@@ -73,13 +80,9 @@ Choices where the record is silent or this file differs (docs/train_gpt.md descr
     - The config: record holds every field of Hyperparameters (the value used where one is
       resolved or clamped: device, precision, warmdown_iters) and the derived keys (mlp_hidden,
       params, grad_accum, ...); the log contract's keys first, in its order.
-    - Speed levers, the record's mathematics computed in another order (bench/bench_gpt.py
-      --without / --components measures each; tests/test_gpt_math.py holds their bf16 rounding
-      to the record path's own): the head + cross-entropy 8192 tokens at a time, its gradient
-      computed in the forward pass (HeadLoss: the fp32 logits are never whole in memory; the
-      head's gradient is summed over the chunks in fp32); q, k, v from one matmul of the three
-      stacked weights (still three parameters, three Muon matrices); Newton-Schulz batched over
-      each rank's same-shaped matrices.
+    - Speed lever: Muon's Newton-Schulz runs once per shape on each rank's same-shaped matrices
+      stacked (batched), not once per matrix: the same result bit for bit (tests/test_gpt_math.py);
+      bench/bench_gpt.py --without batched_ns / --components measures it.
 """
 import argparse
 import dataclasses
@@ -273,7 +276,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, fused_qkv: bool = True):
+    def __init__(self, n_embd: int, n_head: int):
         super().__init__()
         self.n_head, self.head_dim = n_head, n_embd // n_head
         self.c_q = nn.Linear(n_embd, n_embd, bias=False)
@@ -281,20 +284,12 @@ class CausalSelfAttention(nn.Module):
         self.c_v = nn.Linear(n_embd, n_embd, bias=False)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=False)
         self.c_proj.weight.data.zero_()          # each block starts as the identity
-        # q, k and v from one matmul of x with the three weights stacked (the stacking copies 3 d^2
-        # weights, nothing beside the matmuls of B T tokens). The weights stay the record's three
-        # matrices: their names, init and Muon's three separate orthogonalisations are unchanged.
-        self.fused_qkv = fused_qkv
 
     def forward(self, x, cos, sin):
         B, T, C = x.shape
-        if self.fused_qkv:
-            qkv = F.linear(x, torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight]))
-            q, k, v = qkv.view(B, T, 3, self.n_head, self.head_dim).unbind(2)
-        else:
-            q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
-            k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
-            v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
+        k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         q, k = rms_norm(q), rms_norm(k)          # QK-norm over the head dim
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
@@ -373,9 +368,9 @@ MLPS = {                                 # --mlp NAME: a callable that builds th
 
 
 class Block(nn.Module):
-    def __init__(self, n_embd: int, n_head: int, mlp: str, fused_qkv: bool = True):
+    def __init__(self, n_embd: int, n_head: int, mlp: str):
         super().__init__()
-        self.attn = CausalSelfAttention(n_embd, n_head, fused_qkv)
+        self.attn = CausalSelfAttention(n_embd, n_head)
         self.mlp = MLPS[mlp](n_embd)
 
     def forward(self, x, cos, sin):
@@ -383,65 +378,12 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 
 
-def head_loss_chunks(x, w, targets, chunk_tokens: int, with_grad: bool):
-    """Mean cross-entropy of the logits x w^T (x: N tokens x d, w: vocab x d, both in the compute
-    dtype), chunk_tokens tokens at a time, so no more than one chunk's logits is ever in memory.
-
-    Each chunk computes what the record computes for its rows: the logits in the compute dtype (bf16
-    under autocast), then in fp32 (or float64) the log-sum-exp and, with_grad, the gradient of the
-    mean loss with respect to the logits, softmax - one-hot over N, rounded to the compute dtype as
-    the record's backward of logits.float() rounds it. From that, the chunk's rows of the gradient of
-    x (exactly the record's rows) and its share of the gradient of w, added up in fp32 over the
-    chunks (the record rounds the whole sum to bf16 once; here each chunk's share is rounded and
-    the sum is not: tests/test_gpt_math.py measures the difference against the record's own
-    rounding spread). Returns (loss, grad_x, grad_w); the grads are None without with_grad."""
-    N = x.size(0)
-    loss_dtype = torch.promote_types(x.dtype, torch.float32)
-    loss = torch.zeros((), dtype=loss_dtype, device=x.device)
-    grad_x = torch.empty_like(x) if with_grad else None
-    grad_w = torch.zeros(w.shape, dtype=loss_dtype, device=w.device) if with_grad else None
-    vocab = torch.arange(w.size(0), device=w.device)
-    for start in range(0, N, chunk_tokens):
-        xc, tc = x[start:start + chunk_tokens], targets[start:start + chunk_tokens]
-        logits = (xc @ w.T).to(loss_dtype)
-        lse = torch.logsumexp(logits, dim=-1)
-        loss = loss + (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
-        if with_grad:
-            p = torch.exp(logits - lse[:, None])                          # softmax
-            # - one-hot as one elementwise expression (no scatter), so that a compiled step computes
-            # the chunk's gradient in one kernel from the logits, without an fp32 copy of them
-            g = (torch.where(vocab[None, :] == tc[:, None], p - 1, p) / N).to(x.dtype)
-            grad_x[start:start + chunk_tokens] = g @ w
-            grad_w = grad_w + (g.T @ xc).to(loss_dtype)
-    return loss / N, grad_x, grad_w
-
-
-class HeadLoss(torch.autograd.Function):
-    """The head + cross-entropy with its gradient computed in the forward pass, chunk by chunk
-    (head_loss_chunks): the backward only scales it. So neither the logits nor the fp32
-    log-probabilities the record keeps for its backward (a micro-step's 64 x 1024 x 50304 values,
-    13 GB in fp32) are ever held whole. x and the weight come in the compute dtype and fp32."""
-
-    @staticmethod
-    def forward(ctx, x, weight, targets, chunk_tokens, dtype):
-        loss, grad_x, grad_w = head_loss_chunks(x.to(dtype), weight.to(dtype), targets, chunk_tokens, True)
-        ctx.save_for_backward(grad_x, grad_w)
-        ctx.x_dtype = x.dtype
-        return loss
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_x, grad_w = ctx.saved_tensors
-        return (grad_x * grad_loss).to(ctx.x_dtype), (grad_w * grad_loss), None, None, None
-
-
 class GPT(nn.Module):
-    def __init__(self, vocab_size=50304, n_layer=12, n_head=6, n_embd=768, mlp="relu2", max_seq_len=1024,
-                 fused_head_loss=True, fused_qkv=True, loss_chunk_tokens=8192):
+    def __init__(self, vocab_size=50304, n_layer=12, n_head=6, n_embd=768, mlp="relu2", max_seq_len=1024):
         super().__init__()
         self.head_dim = n_embd // n_head
         self.wte = nn.Embedding(vocab_size, n_embd)
-        self.blocks = nn.ModuleList([Block(n_embd, n_head, mlp, fused_qkv) for _ in range(n_layer)])
+        self.blocks = nn.ModuleList([Block(n_embd, n_head, mlp) for _ in range(n_layer)])
         self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)
         self.wte.weight = self.lm_head.weight    # tied: one matrix, nn.Linear's init
         # The rotary cos/sin, computed once and kept, as the record does. Computed inside the
@@ -451,9 +393,6 @@ class GPT(nn.Module):
         cos, sin = rotary_cos_sin(max_seq_len, self.head_dim, w.device, w.dtype)
         self.register_buffer("rotary_cos", cos, persistent=False)
         self.register_buffer("rotary_sin", sin, persistent=False)
-        # the head + loss a chunk of tokens at a time (HeadLoss), not through the whole logits; the
-        # chunk's fp32 logits: 8192 x 50304 x 4 bytes = 1.6 GB
-        self.fused_head_loss, self.loss_chunk_tokens = fused_head_loss, loss_chunk_tokens
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)
@@ -464,16 +403,7 @@ class GPT(nn.Module):
         x = self.wte(idx)
         for block in self.blocks:
             x = block(x, cos, sin)
-        x = rms_norm(x)
-        # a hook on the head (to see the logits) gets them: the plain path
-        if self.fused_head_loss and not (self.lm_head._forward_hooks or self.lm_head._forward_pre_hooks):
-            device = x.device.type
-            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-            x, targets, w = x.view(-1, x.size(-1)), targets.reshape(-1), self.lm_head.weight
-            if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
-                return HeadLoss.apply(x, w, targets, self.loss_chunk_tokens, dtype)
-            return head_loss_chunks(x.to(dtype), w.to(dtype), targets, self.loss_chunk_tokens, False)[0]
-        logits = self.lm_head(x)
+        logits = self.lm_head(rms_norm(x))
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # fp32 (or float64) for the loss
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 

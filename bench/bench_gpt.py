@@ -2,8 +2,8 @@
 
     python bench/bench_gpt.py                        # on CUDA: a real 1-GPU step of the full model
     python bench/bench_gpt.py --device cpu           # anywhere: a reduced model, seconds
-    python bench/bench_gpt.py --without all fused_head_loss   # also with speed levers off, side by side
-    python bench/bench_gpt.py --components           # each lever off/on on its own part of the step
+    python bench/bench_gpt.py --without batched_ns   # also with the speed lever off, side by side
+    python bench/bench_gpt.py --components           # the lever off/on on its own part of the step
     python bench/bench_gpt.py --profile top.txt      # also the top kernels of one step per MLP
     python bench/bench_gpt.py --baseline old/train_gpt.py     # and an older version, side by side
 
@@ -18,15 +18,18 @@ and warm-up), then their steps are timed interleaved (a b b a a b ...) so that d
 machine hits all alike. Every figure is a median over the timed steps; the parts
 (forward+backward, AdamW, Muon) are timed with CUDA events on a GPU, perf_counter on a CPU.
 
-train_gpt.py's speed levers (LEVERS: fused_head_loss, fused_qkv, batched_ns; all on in a run)
-can be switched off: --without LEVER adds, per MLP, a run with that lever off ("relu2-no_LEVER";
-"all": every lever off, "relu2-record_path") beside the run with all on, and prints levers/LABEL
-ratios (all on / this). A whole-model compile per variant is ~100 s on a GPU, so --components
-measures each lever instead on the part of the step it changes: the head + loss of one
-micro-step (the model without blocks), one attention layer, one Muon step over a model's block
-matrices per MLP, each off and on. With --baseline, the MLPs of another train_gpt.py (say the
-version before a speed change, from `git show REV:train_gpt.py`) are built and timed in the same
-interleaving, and the ratios this/baseline are printed too: a before/after from one run.
+train_gpt.py's speed levers (LEVERS; on in a run) can be switched off: --without LEVER adds, per
+MLP, a run with that lever off ("relu2-no_LEVER") beside the run with all on, and prints
+levers/LABEL ratios (all on / this). The one lever left is batched_ns: Muon's Newton-Schulz once
+per shape on the stacked same-shaped matrices, not once per matrix (with it off, the step is the
+record's path). Two more were measured on an H200 and removed, the head + loss chunked with its
+gradient in the forward (a 0.6% gain, and likely, unverified, the +3.5 GB of peak memory) and
+q/k/v from one matmul (slower): train_gpt.py's docstring has the figures. A whole-model compile
+per variant is ~100 s on a GPU, so --components measures the lever instead on the part of the
+step it changes: one Muon step over a model's block matrices per MLP, off and on. With
+--baseline, the MLPs of another train_gpt.py (say the version before a speed change, from
+`git show REV:train_gpt.py`) are built and timed in the same interleaving, and the ratios
+this/baseline are printed too: a before/after from one run.
 
 FLOPs per token come from the model's shapes: 6 x (weights of every matmul, the tied head
 included, the embedding lookup not) + 6 x n_layer x seq_len x n_embd for causal attention
@@ -99,17 +102,11 @@ class Clock:
 
 
 # The speed levers of train_gpt.py, each on by default there; --without switches one off (for one
-# run per MLP beside the run with all of them), "all" switches all off (the record's plain path).
-LEVERS = ("fused_head_loss", "fused_qkv", "batched_ns")
+# run per MLP beside the run with all of them). batched_ns: Muon(batched=...).
+LEVERS = ("batched_ns",)
 # the record's own script (relu2) on one H200, torch 2.11 + CUDA 13, full size, 8 micro-steps of
 # 64 x 1024 tokens, steps 11-20 timed (issue 23): what "x the record" is measured against
 RECORD_H200_MS = 978.0
-
-
-def lever_kwargs(tg, off: set) -> dict:
-    """The GPT constructor's lever switches (those the script has: a --baseline may predate them)."""
-    names = inspect.signature(tg.GPT).parameters
-    return {lever: lever not in off for lever in ("fused_head_loss", "fused_qkv") if lever in names}
 
 
 def build(tg, label: str, mlp: str, shape: dict, args, device: torch.device, off=frozenset()) -> dict:
@@ -124,7 +121,7 @@ def build(tg, label: str, mlp: str, shape: dict, args, device: torch.device, off
     # table (gpu_check.sh's old default, 9491bb0) has no max_seq_len and computes cos/sin in forward
     table = dict(max_seq_len=hp.seq_len) if "max_seq_len" in inspect.signature(tg.GPT).parameters else {}
     with device:
-        model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp, **table, **lever_kwargs(tg, off))
+        model = tg.GPT(hp.vocab_size, hp.n_layer, hp.n_head, hp.n_embd, mlp, **table)
     optimizers = tg.build_optimizers(model, hp)
     for opt in optimizers:
         if hasattr(opt, "batched"):
@@ -215,49 +212,17 @@ def time_ms(fn, device, repeat: int) -> float:
 
 
 def components(tg, shape: dict, args, device) -> list:
-    """Each lever off and on, timed on its own part of a micro-step (forward + backward) or of the
-    optimiser step, compiled as in a run when --compile: a few seconds of compilation each instead
-    of a whole model's. Rows: (part, lever, ms off, ms on)."""
-    B, T, d, V, H = (shape[k] for k in ("device_batch_size", "seq_len", "n_embd", "vocab_size", "n_head"))
+    """Each lever off and on, timed on its own part of the step (the optimiser step for batched_ns),
+    compiled as in a run when --compile: a few seconds of compilation each instead of a whole
+    model's. Rows: (part, lever, ms off, ms on)."""
+    T, d, V, H = (shape[k] for k in ("seq_len", "n_embd", "vocab_size", "n_head"))
     # Newton-Schulz is compiled once per shape (dynamic=False): per matrix and batched, both MLPs, are
     # 10 shapes, over dynamo's default limit of 8 graphs per function (the rest would run eager)
     import torch._dynamo
     for limit in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, limit):
             setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), 64))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    maybe_compile = torch.compile if args.compile else (lambda m: m)
-    idx = torch.randint(0, V, (B, T), device=device)
     rows = []
-
-    def forward_backward(module, *inputs):
-        def fn():
-            with autocast:
-                out = module(*inputs)
-            out.float().square().mean().backward() if out.ndim else out.backward()
-        return fn
-
-    # the head + loss: the model without blocks (embedding, norm, head, cross-entropy)
-    times = []
-    for on in (False, True):
-        torch.manual_seed(0)
-        with device:
-            model = tg.GPT(V, 0, H, d, "relu2", T, fused_head_loss=on)
-        times.append(time_ms(forward_backward(maybe_compile(model), idx, idx), device, args.steps))
-        del model
-    rows.append(("head+loss (one micro-step)", "fused_head_loss", *times))
-
-    # q/k/v: one attention layer
-    times = []
-    x = torch.randn(B, T, d, device=device, requires_grad=True)
-    cos, sin = tg.rotary_cos_sin(T, d // H, device)
-    for on in (False, True):
-        torch.manual_seed(0)
-        with device:
-            attn = tg.CausalSelfAttention(d, H, fused_qkv=on)
-        times.append(time_ms(forward_backward(maybe_compile(attn), x, cos, sin), device, args.steps))
-    rows.append(("attention layer (one micro-step)", "fused_qkv", *times))
-
     # Muon: a whole model's block matrices, one optimiser step per MLP
     for mlp in args.mlps:
         times = []
@@ -313,12 +278,12 @@ def main(argv=None):
     parser.add_argument("--mlps", nargs="+", default=study, choices=list(tg.MLPS), metavar="MLP",
                         help=f"the MLPs to time, of train_gpt.MLPS: {', '.join(tg.MLPS)} "
                              f"(default: the study's {' '.join(study)})")
-    parser.add_argument("--without", nargs="+", default=[], choices=list(LEVERS) + ["all"], metavar="LEVER",
-                        help=f"also time each MLP with this speed lever of train_gpt.py off ({', '.join(LEVERS)}; "
-                             "all: every one off, the record's plain path), side by side")
+    parser.add_argument("--without", nargs="+", default=[], choices=LEVERS, metavar="LEVER",
+                        help=f"also time each MLP with this speed lever of train_gpt.py off ({', '.join(LEVERS)}), "
+                             "side by side")
     parser.add_argument("--components", action="store_true",
                         help="instead of whole steps, time each lever off and on on its own part of the step "
-                             "(head+loss, an attention layer, a Muon step): no whole-model compile")
+                             "(batched_ns: a Muon step): no whole-model compile")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per MLP (10 on CUDA, 5 on CPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (3 on CUDA, 1 on CPU)")
     parser.add_argument("--grad-accum", type=int, default=None,
@@ -409,11 +374,11 @@ def run(args, tg, cuda: bool, shape: dict):
         sys.stdout.flush()
         return [dict(part=part, lever=lever, off_ms=off, on_ms=on) for part, lever, off, on in rows]
 
-    variants = [frozenset()] + [frozenset(LEVERS if lever == "all" else (lever,)) for lever in args.without]
+    variants = [frozenset()] + [frozenset((lever,)) for lever in dict.fromkeys(args.without)]
     runs = []
     for suffix, script in scripts:
         for off in (variants if suffix == "" else [frozenset()]):
-            tag = "" if not off else ("-record_path" if len(off) == len(LEVERS) else "-no_" + next(iter(off)))
+            tag = "".join("-no_" + lever for lever in off)
             runs += [build(script, mlp + tag + suffix, mlp, shape, args, device, off) for mlp in args.mlps]
     results = bench(runs, args.steps, args.peak_tflops)
     for r, run_ in zip(results, runs):

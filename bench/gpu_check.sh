@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The GPU figures of train_gpt.py's speed, in one call on one H100/H200, within BUDGET seconds
 # (default 380, for a 6.5-minute call; compiling the full model takes ~100 s per configuration):
-#   1. step:       bench/bench_gpt.py at full size, both study MLPs with every speed lever on: a
+#   1. step:       bench/bench_gpt.py at full size, both study MLPs as train_gpt.py runs them: a
 #                  real 1-GPU step (8 micro-steps of 64 x 1024 tokens, then AdamW and Muon), ms/step,
 #                  fwd+bwd / AdamW / Muon, MFU (989 TFLOP/s dense bf16 peak), peak memory, the
 #                  swiglu_thin/relu2 ratio, x the record's own script (978.0 ms/step on an H200), and
 #                  the top kernels of one step (profile.txt). Two compiles, ~4 minutes.
-#   2. components: each lever off and on, on its own part of the step (head+loss of one micro-step,
-#                  one attention layer, one Muon step of relu2's matrices): each lever's gain
-#                  without a whole-model compile per lever (~1 minute).
+#   2. components: the speed lever, batched Newton-Schulz, off and on, on its own part of the step
+#                  (one Muon step of relu2's matrices): its gain without a whole-model compile
+#                  per variant (~1 minute).
 #   3. dbs128:     relu2 with --device-batch-size 128 (4 micro-steps: the same batch, summed in
 #                  another order) if the budget still holds a compile (~2 minutes).
 #   4. train:      (only if PARTS names it; run first then) train_gpt.py itself, 20 steps per MLP on full-size shards
@@ -85,7 +85,7 @@ part dbs128 110 python bench/bench_gpt.py --mlps relu2 --steps 4 --warmup 2 ${EX
 for name in step components dbs128 train; do
     [[ -f $out/$name.txt ]] || continue
     echo "-- $name" >> "$out/summary.txt"
-    grep -E '^(device|shape|mlp |relu2|swiglu_thin|part |head\+loss|attention|Muon step|record/|levers/|step:20|peak_memory|done|error|Traceback)' \
+    grep -E '^(device|shape|mlp |relu2|swiglu_thin|part |Muon step|record/|step:20|peak_memory|done|error|Traceback)' \
         "$out/$name.txt" | grep -v 'first step' >> "$out/summary.txt"
 done
 echo "== done (${SECONDS} s of BUDGET=${budget}); files in $out: $(cd "$out" && ls | tr '\n' ' ')"

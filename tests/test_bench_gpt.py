@@ -115,7 +115,7 @@ TINY = ["--device", "cpu", "--steps", "1", "--warmup", "1", "--grad-accum", "1",
     (["--mlps", "nonesuch"], "invalid choice: 'nonesuch'"),
     (["--without", "nonesuch"], "invalid choice: 'nonesuch'"),
     (["--steps", "many"], "invalid int value: 'many'"),
-    (["--components", "--without", "all"], "--components times the levers on their own"),
+    (["--components", "--without", "batched_ns"], "--components times the levers on their own"),
     (["--profile", "/proc/no/such/top.txt"], "--profile /proc/no/such/top.txt: cannot write there"),
 ])
 def test_bad_input_is_refused_in_one_line_before_any_work(flags, words, capsys):
@@ -157,19 +157,17 @@ def test_the_mlps_come_from_train_gpt_and_default_to_the_study():
 
 def test_each_lever_off_runs_beside_all_on_and_the_components_parse(capsys):
     bench = load_bench()
-    results = bench.main(TINY + ["--mlps", "relu2", "--without", "fused_head_loss", "fused_qkv", "batched_ns", "all"])
+    results = bench.main(TINY + ["--mlps", "relu2", "--without", *bench.LEVERS])
     labels = [r["label"] for r in results]
-    assert labels == ["relu2", "relu2-no_fused_head_loss", "relu2-no_fused_qkv", "relu2-no_batched_ns",
-                      "relu2-record_path"]
-    assert results[-1]["off"] == sorted(bench.LEVERS) and results[0]["off"] == []
+    assert labels == ["relu2"] + [f"relu2-no_{lever}" for lever in bench.LEVERS] == ["relu2", "relu2-no_batched_ns"]
+    assert [r["off"] for r in results] == [[]] + [[lever] for lever in bench.LEVERS]
     out = capsys.readouterr().out
     for label in labels[1:]:
         assert re.search(rf"^levers/{label}: step time [\d.]+  fwd_bwd [\d.]+  adamw [\d.]+  muon [\d.]+", out, re.M)
     assert re.search(r"^record/this relu2: [\d.]+x .*NOT comparable", out, re.M)
     rows = bench.main(TINY + ["--components"])
-    assert [(r["part"], r["lever"]) for r in rows] == [
-        ("head+loss (one micro-step)", "fused_head_loss"), ("attention layer (one micro-step)", "fused_qkv"),
-        ("Muon step (relu2)", "batched_ns"), ("Muon step (swiglu_thin)", "batched_ns")]
+    assert [(r["part"], r["lever"]) for r in rows] == [("Muon step (relu2)", "batched_ns"),
+                                                        ("Muon step (swiglu_thin)", "batched_ns")]
     out = capsys.readouterr().out
     for r in rows:
         line = re.search(rf"^{re.escape(r['part'])} +{r['lever']} +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)

@@ -681,11 +681,10 @@ def test_a_bad_later_shard_stops_the_run_with_its_name_and_the_log_is_closed(tmp
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS as Linux has it")
 def test_out_of_memory_gives_the_device_batch_advice(tiny_shards, tmp_path):
-    """A real allocation failure: the process may map 8 GiB; one chunk of the head's fp32 logits (8192 tokens
-    of a 300,000-word vocabulary: train_gpt.py computes the loss a chunk at a time) needs 9.2 GiB."""
+    """A real allocation failure: the process may map 8 GiB, a micro-batch's fp32 logits need 13 GiB."""
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
-    flags = ["--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--vocab-size", "300000", "--seq-len", "512",
+    flags = ["--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--vocab-size", "50304", "--seq-len", "512",
              "--batch-size", "128", "--device-batch-size", "128", "--num-iterations", "3", "--val-every", "0",
              "--val-tokens", "65536", "--no-compile", "--device", "cpu", "--log-dir", str(tmp_path)]
     result = subprocess.run([sys.executable, str(REPO / "train_gpt.py")] + flags + shard_flags(tiny_shards),
