@@ -674,11 +674,12 @@ def test_a_third_model_and_a_new_hyperparameter_need_no_other_edit(synthetic_dir
 
 
 def test_a_log_of_the_previous_trainer_resumes(mnist_dir, repo_root, tmp_path):
-    """logs/reference/mnist-cpu.txt was written by an earlier trainer (a block-diagonal
-    read-out): with one batch-size-64 trial line and its done: line taken out, --resume retrains
-    that group and writes back the missing line, which the new trainer computes as the old one
-    did, up to float32 rounding (lr 0.001 is not chaotic: the accuracies agree to a few images)."""
-    reference = (repo_root / "logs" / "reference" / "mnist-cpu.txt").read_text().split("\n")
+    """tests/data/mnist-previous-trainer.txt was written by an earlier trainer (a block-diagonal
+    read-out, whole batch-size groups, no data_dir: or seed_chunk: in its config): with one
+    batch-size-64 trial line and its done: line taken out, --resume retrains that group and writes
+    back the missing line, which the new trainer computes as the old one did, up to float32
+    rounding (lr 0.001 is not chaotic: the accuracies agree to a few images)."""
+    reference = (repo_root / "tests" / "data" / "mnist-previous-trainer.txt").read_text().split("\n")
     target = next(i for i, line in enumerate(reference)
                   if line.startswith("trial: model:geglu hidden:16 batch_size:64 lr:0.001 seed:3 "))
     removed = reference[target]
