@@ -1,24 +1,26 @@
-"""train_mnist_ffn.py: FFN_GeGLU vs FFN_ReLU on MNIST, every trial of the grid trained at once.
+"""train_mnist_ffn.py: a family of MLP hidden layers on MNIST, every trial of the grid trained at once.
 
-The study: a one-hidden-layer network 784 -> h -> 10 without biases, its hidden layer either
-ReLU, relu(x W_in), or GeGLU, (x W_in) * gelu(x W_gate), for h in {2,4,8,16}, trained for one
-epoch with Adam at batch sizes {8,64} and learning rates {1e-1,1e-2,1e-3,1e-4}, for 8 seeds:
-512 trials, one `trial:` line each in logs/mnist-<UTC time>-<id>.txt. `python analyze.py LOG`
-turns that pool into the random-search comparison.
+The study: a one-hidden-layer network 784 -> h -> 10 without biases, its hidden layer one of
+MODELS: plain (relu, gelu, swish) or gated (geglu, reglu, swiglu, bilinear; Shazeer 2020); by
+default ReLU, relu(x W_in), against GeGLU, (x W_in) * gelu(x W_gate); for h in {2,4,8,16},
+trained for one epoch with Adam at batch sizes {8,64} and learning rates {1e-1,1e-2,1e-3,1e-4},
+for 8 seeds: 512 trials, one `trial:` line each in logs/mnist-<UTC time>-<id>.txt.
+`python analyze.py LOG` turns that pool into the random-search comparison.
 
     python train_mnist_ffn.py                                  # the whole study (downloads MNIST)
     python train_mnist_ffn.py --data-dir ../shared/data/mnist  # use a folder of the four files
     python train_mnist_ffn.py --resume logs/mnist-....txt      # finish a killed run
 
-Measured (docs/benchmarks.md has every figure with its machine): the full default study, 512
-trials on real MNIST, in 17.1 s on one NVIDIA H200 (torch 2.11 + CUDA 13) and in 26 to 38 s on a
-shared 2-core AMD EPYC VM (torch 2.13.0 CPU), depending on the host's load. bench/bench_mnist.py,
+Measured (docs/benchmarks.md has every figure with its machine and date): the full default study,
+512 trials on real MNIST, on 2026-12-04 in 12.1-12.3 s from command start to the last log line on
+one NVIDIA H200 (torch 2.11 + CUDA 13; its training, as CUDA graphs, 1.8 s, 8.4x faster than
+eager steps) and in 42.0 s on a shared 2-core AMD EPYC VM (torch 2.13.0 CPU). bench/bench_mnist.py,
 one seed of the grid (64 trials) on that VM: batched about 10x faster than a plain per-trial loop
 (median of five runs 10.7x; 14.3x on a quiet hour, 4.05 s against 57.9 s). A step of one seed's
 32 batch-8 trials takes about 0.66 ms: the two matmuls 0.14 ms, Adam over their 280k weights
 0.15 ms, the models' 8 calls and their autograd backward 0.25 ms, the read-out and the loss
 0.10 ms. At 8 seeds (3.9 ms a step) memory traffic, not per-op overhead, bounds the step. The
-study's result on logs/reference/mnist-cpu.txt (a CPU run): GeGLU better than ReLU at equal
+study's result on logs/reference/mnist-cpu.txt (the CPU run of 2026-12-04): GeGLU better than ReLU at equal
 hidden size in all 12 comparisons, ReLU better at equal parameter count in all 9 (README).
 
 How the trials are batched. Trials with the same batch size (and epochs) form a group; a group
@@ -29,7 +31,7 @@ time, one thread each (--workers); on a GPU one at a time, each step of a chunk 
 CUDA graph of STEPS_PER_GRAPH steps (the GPU's steps are a few dozen tiny kernels each: launching
 them one by one, not arithmetic, was the time), the CPU running the very same step eagerly.
 Inside a group the trials sit in blocks, one per (model, hidden size), each trained at every
-learning rate and seed: the input matrices of every trial (W_in, and W_gate for GeGLU) are the
+learning rate and seed: the input matrices of every trial (W_in, and W_gate for a gated model) are the
 columns of one matrix W_x per seed, so one batched matmul computes every projection x @ W; each
 block's model function gets each projection as its own tensor [seeds, learning rates, batch, h],
 one trial's [batch, h] on the last two axes as it would get alone, so whatever it does over the
@@ -56,7 +58,7 @@ Rules that make every trial reproducible and the comparison paired:
   order, and batch sizes 8 and 64 of one seed see the same order cut differently.
 - init: a function of (model, hidden, seed): generator
   torch.Generator().manual_seed(zlib.crc32(f"{model}-h{hidden}-seed{seed}".encode())), then
-  each input matrix (W_in, then W_gate for GeGLU) as torch.randn(784, h) * 0.02 and W_out as
+  each input matrix (W_in, then W_gate for a gated model) as torch.randn(784, h) * 0.02 and W_out as
   torch.randn(h, 10) * 0.02, in that order. Trials differing only in lr or batch size start
   from the same weights.
 - train_loss: mean cross-entropy over the last 10% of the batches of the final epoch.
