@@ -913,6 +913,15 @@ def grid(hp):
             for h in sizes[model] for lr in hp.lrs for seed in range(hp.seeds)]
 
 
+def seed_chunks(trials, batch_sizes, seeds, seed_chunk):
+    """The training units: each batch size's trials in chunks of seed_chunk seeds, in --batch-sizes
+    order, then by seed (a chunk's trial lines reach the log as it ends)."""
+    chunk_of = {(bs, first): [] for bs in batch_sizes for first in range(0, seeds, seed_chunk)}
+    for t in trials:
+        chunk_of[t.batch_size, t.seed - t.seed % seed_chunk].append(t)
+    return list(chunk_of.values())
+
+
 def main(argv=None):
     """The command line. Returns the log's path; bad input: one line `error: ...`, exit status 2;
     Ctrl-C (or SIGTERM): a `done: ... status:interrupted` record and exit status 130."""
@@ -983,10 +992,7 @@ def run(argv):
     # for batch size 8 on 2 cores; 2 seeds a chunk made the study 4% slower, 4 seeds 9% faster
     # than whole groups: bench --chunks --quick); on a GPU 8, whose steps cost the same for 1 or 8.
     seed_chunk = seed_chunk or min(hp.seeds, SEED_CHUNK[device.type])
-    chunk_of = {(bs, first): [] for bs in hp.batch_sizes for first in range(0, hp.seeds, seed_chunk)}
-    for t in trials:
-        chunk_of[t.batch_size, t.seed - t.seed % seed_chunk].append(t)
-    units = list(chunk_of.values())  # in --batch-sizes order, then by seed
+    units = seed_chunks(trials, hp.batch_sizes, hp.seeds, seed_chunk)
     workers = hp.workers if device.type == "cpu" else 1  # a graph captures one stream: one chunk at a time
     nvidia_smi = start_nvidia_smi() if log_path is None else None
     cuda_start = ThreadPoolExecutor(1).submit(start_cuda, device) if device.type == "cuda" else None

@@ -111,12 +111,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def chunks_of(trials, batch_sizes, seed_chunk):
-    """The script's training units: each batch size's trials in chunks of seed_chunk seeds."""
-    return [[t for t in trials if t.batch_size == bs and first <= t.seed < first + seed_chunk]
-            for bs in batch_sizes for first in range(0, max(t.seed for t in trials) + 1, seed_chunk)]
-
-
 def time_units(units, data, workers, device):
     sync(device)
     start = time.perf_counter()
@@ -172,11 +166,12 @@ def phases(trials, batch_sizes, data, device):
           f"(train_loss, accuracies)")
 
 
-def startup(folder, device):
+def startup(folder, device, downloaded):
     """What passes before the first step: loading and checking the data, starting CUDA,
-    nvidia-smi for the log's header (the script overlaps the last two with the first)."""
+    nvidia-smi for the log's header (the script overlaps the last two with the first).
+    Returns the loaded arrays, which the bench then trains on."""
     start = time.perf_counter()
-    arrays = M.load_mnist(folder, downloaded=False)
+    arrays = M.load_mnist(folder, downloaded=downloaded)
     loaded = time.perf_counter()
     M.mnist_tensors(arrays, torch.device("cpu"))
     tensors = time.perf_counter()
@@ -185,6 +180,7 @@ def startup(folder, device):
     smi_done = time.perf_counter()
     print(f"startup: data read+md5+parse {loaded - start:.3f} s, split+scale {tensors - loaded:.3f} s, "
           f"nvidia-smi {smi_done - tensors:.3f} s" + ("" if device.type == "cuda" else " (CPU: no CUDA start)"))
+    return arrays
 
 
 def main():
@@ -239,9 +235,8 @@ def setup():
         free = M.start_cuda(device)
         print(f"startup: CUDA context and cuBLAS {time.perf_counter() - start_cuda:.3f} s "
               f"({free / 2**30:.1f} GiB free)")
-    startup(folder, device)
-    data = M.mnist_tensors(M.load_mnist(folder, downloaded=folder == M.DEFAULT_DATA_DIR), device,
-                           4800 if args.quick else 0)
+    arrays = startup(folder, device, downloaded=folder == M.DEFAULT_DATA_DIR)
+    data = M.mnist_tensors(arrays, device, 4800 if args.quick else 0)
     return args, device, data
 
 
@@ -259,7 +254,7 @@ def bench(args, device, data):
     tiny = dict(data, train_x=data["train_x"][:64], train_y=data["train_y"][:64])
     M.train_group([t for t in trials if t.batch_size == 8][:4], tiny)
 
-    script_units = chunks_of(trials, hp.batch_sizes, min(args.seeds, M.SEED_CHUNK[device.type]))
+    script_units = M.seed_chunks(trials, hp.batch_sizes, args.seeds, min(args.seeds, M.SEED_CHUNK[device.type]))
     variants = [("as the script trains", contextlib.nullcontext, None)] + (TRICKS if args.tricks else [])
     seconds, results = {}, {}
     for _ in range(args.repeat):
@@ -280,8 +275,8 @@ def bench(args, device, data):
         phases(trials, hp.batch_sizes, data, device)
     if args.chunks:
         chunk = min(args.seeds, args.seed_chunk or M.SEED_CHUNK[device.type])
-        ways = {"whole groups": chunks_of(trials, hp.batch_sizes, args.seeds),
-                f"chunks of {chunk} seed(s)": chunks_of(trials, hp.batch_sizes, chunk)}
+        ways = {"whole groups": M.seed_chunks(trials, hp.batch_sizes, args.seeds, args.seeds),
+                f"chunks of {chunk} seed(s)": M.seed_chunks(trials, hp.batch_sizes, args.seeds, chunk)}
         best = {}
         for _ in range(args.repeat):
             for what, units in ways.items():
