@@ -14,7 +14,11 @@ not arithmetic).
 --phases (default with --device cuda) splits the study's time into setup, capture, training and
 evaluation, the steps replayed as CUDA graphs against run eagerly, side by side. --chunks times
 the script's chunks of seeds (each chunk's lines logged as it ends) against whole batch-size
-groups, side by side. bench/gpu_check_mnist.sh runs the GPU figures in one command.
+groups, side by side. --cold instead runs the script itself (the study of --models and --seeds)
+--repeat times, each in a fresh process, and says where its first run's seconds went (threads
+sampled every 10 ms: the script's line, and the import or function under way), the first-use
+costs that the warmed-up timings leave out. bench/gpu_check_mnist.sh runs the GPU figures in one
+command.
 
 --tricks also times the batched side once without each of its speed tricks, one at a time, in
 the same run (docs/benchmarks.md's table of tricks): a trick is worth keeping only if removing it
@@ -26,6 +30,7 @@ makes training slower.
     python bench/bench_mnist.py --seeds 8 --device cuda --skip-plain
     python bench/bench_mnist.py --seeds 8 --chunks --skip-plain --repeat 2  # chunks vs whole groups
     python bench/bench_mnist.py --models relu,swiglu --quick  # any models of MODELS
+    python bench/bench_mnist.py --cold --seeds 8 --device cuda  # the script's own run, and where it goes
 
 Bad input (a flag, --device cuda without a GPU, a missing or damaged data folder) gets one line
 `error: ...` and exit status 2, before anything is timed.
@@ -183,11 +188,84 @@ def startup(folder, device, downloaded):
     return arrays
 
 
+# --cold: the script itself, in a fresh process (what a user's command pays once: imports, CUDA's
+# first kernels, the first optimiser), with a sampler that notes every 10 ms what each thread runs.
+COLD_CHILD = r"""
+import collections, json, os, sys, threading, time
+t0 = time.perf_counter()
+sys.path.insert(0, REPO)
+import train_mnist_ffn as M
+imported = time.perf_counter()
+samples, done, me = collections.Counter(), threading.Event(), None
+IDLE = {"wait", "_wait_for_tstate_lock", "select", "as_completed", "_worker", "get", "join", "acquire"}
+
+def where(frame):
+    # the script's innermost line, and the top-level import under way (if any) or the innermost function
+    line, importing, inner = None, None, f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}"
+    while frame is not None:
+        code = frame.f_code
+        if line is None and code.co_filename == M.__file__:
+            line = f"train_mnist_ffn.py:{frame.f_lineno} {code.co_name}"
+        if code.co_name == "_find_and_load" and "importlib" in code.co_filename:
+            importing = frame.f_locals.get("name")
+        frame = frame.f_back
+    return line or "(no script line)", f"import {importing}" if importing else inner
+
+def sample():
+    while not done.wait(0.01):
+        for tid, frame in sys._current_frames().items():
+            if tid != me and frame.f_code.co_name not in IDLE:
+                samples[where(frame)] += 1
+
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+me = sampler.ident
+started = time.perf_counter()
+M.main(ARGV)
+ended = time.perf_counter()
+done.set()
+print("COLD " + json.dumps(dict(import_s=imported - t0, main_s=ended - started, total_s=ended - t0,
+                                top=[[a, b, n / 100] for (a, b), n in samples.most_common(14)])))
+"""
+
+
+def cold(args, folder, device):
+    """The study as the script runs it, --repeat times, each run a fresh process: the seconds to
+    import it (torch), of main() (data, CUDA, the first optimiser, training, evaluation: to the last
+    log line) and, for the first run, where main's threads spent them (10 ms samples; a thread
+    waiting on another is not counted): what the warmed-up timings above leave out."""
+    import json
+    import subprocess
+    import tempfile
+    argv = ["--models", ",".join(args.models), "--seeds", str(args.seeds), "--device", device.type,
+            "--data-dir", str(folder), "--threads", str(args.threads), "--workers", str(args.workers)]
+    argv += ["--train-limit", "4800"] if args.quick else []
+    print(f"cold: python train_mnist_ffn.py {' '.join(argv)}, each run a fresh process", flush=True)
+    runs = []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory() as logs:
+            code = COLD_CHILD.replace("REPO", repr(str(REPO))).replace("ARGV", repr(argv + ["--log-dir", logs]))
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("COLD ")), None)
+        if line is None:
+            raise M.UsageError(f"--cold: the study failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+        runs.append(json.loads(line[5:]))
+        r = runs[-1]
+        print(f"  run {i + 1}: import {r['import_s']:6.2f} s  main {r['main_s']:6.2f} s  total {r['total_s']:6.2f} s",
+              flush=True)
+    print("  where main()'s threads spent the first run, seconds of 10 ms samples:")
+    for line, what, s in runs[0]["top"]:
+        print(f"    {s:6.2f}  {line:<44} {what}")
+
+
 def main():
     """Bad input (a flag, the device, the data folder): one line `error: ...`, exit status 2,
     before anything is timed."""
     try:
-        args, device, data = setup()
+        args, device, folder = setup()
+        if args.cold:
+            return cold(args, folder, device)
+        data = load(args, device, folder)
     except M.UsageError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2)
@@ -219,6 +297,9 @@ def setup():
                              "SEED_CHUNK seeds (what a kill can lose), side by side")
     parser.add_argument("--seed-chunk", type=at_least_1, default=None,
                         help="seeds a chunk for --chunks (default: the script's SEED_CHUNK for the device)")
+    parser.add_argument("--cold", action="store_true",
+                        help="only run the script itself, --repeat times, each in a fresh process (imports and the "
+                             "first use of CUDA and Adam included): its seconds and where they go")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         raise M.UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
@@ -230,14 +311,18 @@ def setup():
         raise M.UsageError(f"--data-dir {folder}: no such folder; pass the folder of the four MNIST files")
     if folder == M.DEFAULT_DATA_DIR:
         M.download_mnist(folder)
+    return args, device, folder
+
+
+def load(args, device, folder):
+    """The data on the device, after the startup's parts are timed (CUDA first, as the script)."""
     if device.type == "cuda":
         start_cuda = time.perf_counter()
         free = M.start_cuda(device)
         print(f"startup: CUDA context and cuBLAS {time.perf_counter() - start_cuda:.3f} s "
               f"({free / 2**30:.1f} GiB free)")
     arrays = startup(folder, device, downloaded=folder == M.DEFAULT_DATA_DIR)
-    data = M.mnist_tensors(arrays, device, 4800 if args.quick else 0)
-    return args, device, data
+    return M.mnist_tensors(arrays, device, 4800 if args.quick else 0)
 
 
 def bench(args, device, data):

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The GPU figures of train_mnist_ffn.py (issue 19), in one command, about a minute on one H100/H200:
+# The GPU figures of train_mnist_ffn.py (issue 19), in one command, about a minute and a half on one H100/H200:
 #   1. the default study, python train_mnist_ffn.py --device cuda, twice (the first run pays the
 #      cold file cache and CUDA's kernel loading): its wall time from the command's start to the
 #      log's last line (the last trial line, then done:), and its progress lines;
-#   2. bench/bench_mnist.py --device cuda --seeds 8 --skip-plain: the startup's parts (data,
+#   2. bench/bench_mnist.py --cold: the study once more in a fresh process, sampled every 10 ms:
+#      where its seconds go before and during training (imports, CUDA's first use, the first
+#      optimiser, ...), what the warmed-up timings of 3. do not see;
+#   3. bench/bench_mnist.py --device cuda --seeds 8 --skip-plain: the startup's parts (data,
 #      CUDA, nvidia-smi), and the study's training split into setup, capture, training and
 #      evaluation with the steps replayed as CUDA graphs against run eagerly, side by side, with
 #      whether both give the same numbers.
@@ -39,6 +42,9 @@ print(f"study run {run}: {trials} trial lines; start -> last log line {os.path.g
 PY
     grep -E "trials done|trained in" "$out/study$run.txt" | sed 's/^/    /'
 done
+# shellcheck disable=SC2086
+timeout 120 python bench/bench_mnist.py --device "$device" --seeds ${SEEDS:-8} --cold --data-dir "$data" \
+    ${BENCH_EXTRA:-} 2>&1 | tee "$out/cold.txt"
 # shellcheck disable=SC2086
 timeout 300 python bench/bench_mnist.py --device "$device" --seeds ${SEEDS:-8} --skip-plain --phases --data-dir "$data" \
     ${BENCH_EXTRA:-} 2>&1 | tee "$out/bench.txt"

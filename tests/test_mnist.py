@@ -907,3 +907,15 @@ def test_bench_refuses_a_missing_or_damaged_data_folder(repo_root, synthetic_dir
     assert "train-images-idx3-ubyte: truncated" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
     images.unlink()
     assert "train-images-idx3-ubyte(.gz) not found" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
+
+
+def test_bench_cold_runs_the_script_fresh_and_says_where_its_time_went(repo_root, mnist_dir):
+    # the probe that locates a GPU study's start-up seconds: it must really run the script in a new
+    # process (to its last log line) and attribute samples to the script's own lines
+    out = run_bench(repo_root, "--cold", "--quick", "--models", "relu", "--seeds", "1", "--data-dir", str(mnist_dir))
+    assert out.returncode == 0, out.stderr
+    run_line = next(line for line in out.stdout.splitlines() if line.startswith("  run 1:"))
+    import_s, main_s, total_s = (float(x) for x in re.findall(r"([\d.]+) s", run_line))
+    assert 0 < import_s and 0 < main_s and total_s == pytest.approx(import_s + main_s, abs=0.02)
+    where = out.stdout.split("seconds of 10 ms samples:\n")[1].splitlines()
+    assert any("train_mnist_ffn.py:" in line and "train_group" in line for line in where), out.stdout
