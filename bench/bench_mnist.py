@@ -196,8 +196,8 @@ t0 = time.perf_counter()
 sys.path.insert(0, REPO)
 import train_mnist_ffn as M
 imported = time.perf_counter()
-samples, done, me = collections.Counter(), threading.Event(), None
-IDLE = {"wait", "_wait_for_tstate_lock", "select", "as_completed", "_worker", "get", "join", "acquire"}
+samples, done = collections.Counter(), threading.Event()
+IDLE = {"wait", "_wait_for_tstate_lock", "select", "get", "acquire", "_worker"}
 
 def where(frame):
     # the script's innermost line, and the top-level import under way (if any) or the innermost function
@@ -209,31 +209,37 @@ def where(frame):
         if code.co_name == "_find_and_load" and "importlib" in code.co_filename:
             importing = frame.f_locals.get("name")
         frame = frame.f_back
-    return line or "(no script line)", f"import {importing}" if importing else inner
+    return line, f"import {importing}" if importing else inner
 
 def sample():
+    names = {}
     while not done.wait(0.01):
         for tid, frame in sys._current_frames().items():
-            if tid != me and frame.f_code.co_name not in IDLE:
-                samples[where(frame)] += 1
+            if tid == threading.get_ident():
+                continue
+            line, what = where(frame)
+            if line is None and frame.f_code.co_name in IDLE:
+                continue                     # a pool's thread with nothing to do
+            if tid not in names:
+                names[tid] = next((t.name for t in threading.enumerate() if t.ident == tid), str(tid))
+            samples[names[tid], line or "(outside the script)", what] += 1
 
-sampler = threading.Thread(target=sample, daemon=True)
-sampler.start()
-me = sampler.ident
+threading.Thread(target=sample, daemon=True).start()
 started = time.perf_counter()
 M.main(ARGV)
 ended = time.perf_counter()
 done.set()
 print("COLD " + json.dumps(dict(import_s=imported - t0, main_s=ended - started, total_s=ended - t0,
-                                top=[[a, b, n / 100] for (a, b), n in samples.most_common(14)])))
+                                top=[[*key, n / 100] for key, n in samples.most_common(16)])))
 """
 
 
 def cold(args, folder, device):
     """The study as the script runs it, --repeat times, each run a fresh process: the seconds to
     import it (torch), of main() (data, CUDA, the first optimiser, training, evaluation: to the last
-    log line) and, for the first run, where main's threads spent them (10 ms samples; a thread
-    waiting on another is not counted): what the warmed-up timings above leave out."""
+    log line) and, for the first run, where each of main's threads spent them (10 ms samples; a
+    thread that waits, for a subprocess, another thread or the GPU, counts as waiting on that
+    line): what the warmed-up timings above leave out."""
     import json
     import subprocess
     import tempfile
@@ -253,9 +259,9 @@ def cold(args, folder, device):
         r = runs[-1]
         print(f"  run {i + 1}: import {r['import_s']:6.2f} s  main {r['main_s']:6.2f} s  total {r['total_s']:6.2f} s",
               flush=True)
-    print("  where main()'s threads spent the first run, seconds of 10 ms samples:")
-    for line, what, s in runs[0]["top"]:
-        print(f"    {s:6.2f}  {line:<44} {what}")
+    print("  where main()'s threads spent the first run, seconds of 10 ms samples (a thread waiting counts too):")
+    for thread, line, what, s in runs[0]["top"]:
+        print(f"    {s:6.2f}  {thread:<22} {line:<40} {what}")
 
 
 def main():
