@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of train_gpt.py's speed, in one call on one H100/H200, within BUDGET seconds
-# (default 380, for a 6.5-minute call; compiling the full model takes ~100 s per configuration):
+# (default 470: the three default parts in one call of under 8 minutes; compiling the full model
+# takes ~100-150 s per configuration):
 #   1. step:       bench/bench_gpt.py at full size, both study MLPs as train_gpt.py runs them: a
 #                  real 1-GPU step (8 micro-steps of 64 x 1024 tokens, then AdamW and Muon), ms/step,
 #                  fwd+bwd / AdamW / Muon, MFU (989 TFLOP/s dense bf16 peak), peak memory, the
@@ -30,7 +31,7 @@ set -uo pipefail                                  # no -e: a failed part must no
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp/gpu_check}}
 mkdir -p "$out"
-budget=${BUDGET:-380}
+budget=${BUDGET:-470}
 parts=" ${PARTS:-step components dbs128} "
 : > "$out/summary.txt"
 

@@ -562,6 +562,23 @@ def test_two_processes_train_exactly_like_one_with_twice_the_accumulation(tiny_s
     assert dict(one)["done"]["train_time"] == "0ms"                         # 8 steps: all untimed warm-up
 
 
+def test_fewer_larger_micro_steps_train_the_same(tiny_shards, tmp_path):
+    # --device-batch-size only regroups a step's sequences (on a GPU with memory to spare, 128 x 4
+    # micro-steps instead of the record's 64 x 8): the same tokens, the same gradient, summed in
+    # another order, so the losses agree to float rounding
+    args = TINY + shard_flags(tiny_shards) + [
+        "--batch-size", "16", "--num-iterations", "8", "--val-every", "4", "--val-tokens", "2048"]
+    for dbs in (4, 16):
+        assert tg.main(args + ["--device-batch-size", str(dbs), "--log-dir", str(tmp_path / str(dbs))]) == 0
+    four, one = parse_log(only_log(tmp_path / "4")), parse_log(only_log(tmp_path / "16"))
+    assert (dict(four)["config"]["grad_accum"], dict(one)["config"]["grad_accum"]) == ("4", "1")
+    for kind in ("train_loss", "val_loss"):
+        a, b = losses(four, kind), losses(one, kind)
+        assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 3
+        np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=0, atol=2e-4)
+    assert losses(one, "val_loss")[-1][1] < losses(one, "val_loss")[0][1] - 0.5     # it trained
+
+
 
 def test_compiled_model_trains_like_the_eager_one(tiny_shards, tmp_path):
     """torch.compile is the default (as in the record): the compiled model (inductor's CPU
