@@ -9,7 +9,7 @@
 #   3. bench/bench_mnist.py --device cuda --seeds 8 --skip-plain: the startup's parts (data,
 #      CUDA, nvidia-smi), and the study's training split into setup, capture, training and
 #      evaluation with the steps replayed as CUDA graphs against run eagerly, side by side, with
-#      whether both give the same numbers.
+#      whether both give the same numbers, and graphs twice (the GPU's run-to-run spread).
 #
 #   bash bench/gpu_check_mnist.sh MNIST_DIR [OUT_DIR]   # default OUT_DIR: $OUT, else /tmp/gpu_check_mnist
 #
