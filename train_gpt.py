@@ -750,13 +750,18 @@ class RunLog:
     def __init__(self, path=None):
         self.file = open(path, "a") if path is not None else None
         self.path = path
+        self.stdout_gone = False
 
     def write(self, line: str, echo: bool = True):
         if self.file is not None:                # the file first: a line on screen is a line in the log
             self.file.write(line + "\n")
             self.file.flush()
-            if echo:
-                print(line, flush=True)
+            if echo and not self.stdout_gone:
+                try:
+                    print(line, flush=True)
+                except BrokenPipeError:          # stdout's reader went away (`| head`): the run stops as
+                    self.stdout_gone = True      # on Ctrl-C, and its last records go to the file only
+                    raise
 
     def close(self):
         if self.file is not None:
@@ -984,7 +989,7 @@ def main(argv=None) -> int:
         if rank == 0:
             print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    except KeyboardInterrupt:                    # before the training loop, which handles its own
+    except (KeyboardInterrupt, BrokenPipeError):  # before the training loop, which handles its own
         if rank == 0:
             print("interrupted before training started", file=sys.stderr, flush=True)
         return 130
@@ -1364,7 +1369,7 @@ def run(hp: Hyperparameters, given: dict, argv: list, distributed: bool) -> int:
                     print(f"error: the training loss is {train_loss} at step {steps_done}: the run diverged and "
                           "was stopped; lower --lr / --muon-lr (or add --warmup-iters)", file=sys.stderr, flush=True)
                 break
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM, or stdout's reader gone (`| head`)
         status = "interrupted"
     except Exception as e:                       # the log still gets its last records, then it is raised
         status, error = ("oom" if is_out_of_memory(e) else "error"), e
@@ -1391,7 +1396,10 @@ if __name__ == "__main__":
         # Interrupted: every record is written and the log closed. Python's own teardown of the modules
         # torch loaded (torch.optim imports torch._dynamo and sympy) took another 0.4-1.4 s on the
         # 2-core CPU; whoever pressed Ctrl-C gets the prompt back now instead.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:                      # its reader is gone (`| head`): nothing more can be said there
+                pass
         os._exit(code)
     sys.exit(code)

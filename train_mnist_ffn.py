@@ -924,7 +924,7 @@ def seed_chunks(trials, batch_sizes, seeds, seed_chunk):
 
 def main(argv=None):
     """The command line. Returns the log's path; bad input: one line `error: ...`, exit status 2;
-    Ctrl-C (or SIGTERM): a `done: ... status:interrupted` record and exit status 130."""
+    Ctrl-C (or SIGTERM, or stdout's reader gone): a `done: ... status:interrupted` record and exit status 130."""
     threads = torch.get_num_threads()
     on_main_thread = threading.current_thread() is threading.main_thread()
     if on_main_thread:  # SIGTERM (a job's time limit) ends the run as Ctrl-C does
@@ -1086,8 +1086,8 @@ def run(argv):
                 finished += len(missing)
             print(f"  {finished}/{len(todo)} trials done ({label(unit)}), "
                   f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the finished groups' lines are in the log already
-        status = "interrupted"
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM, stdout's reader gone (`| head`):
+        status = "interrupted"  # the finished chunks' lines are in the log already
     if todo:
         log.write(f"done: trials:{len(done)} time:{time.perf_counter() - t0:.1f}s new_trials:{finished} "
                   f"status:{status}\n")
@@ -1120,6 +1120,9 @@ if __name__ == "__main__":
         # Interrupted: the log is written and closed. Python's own teardown of the modules torch
         # loaded took up to a second more on the 2-core CPU; whoever pressed Ctrl-C gets the
         # prompt back now instead.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except OSError:  # its reader is gone (`| head`): nothing more can be said there
+                pass
         os._exit(130)

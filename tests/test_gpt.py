@@ -663,6 +663,24 @@ def test_an_interrupted_run_ends_with_one_line_a_done_record_and_every_finished_
     assert command[2:-2] == SMOKE_RUN + shard_flags(tiny_shards) + ["--log-dir", str(tmp_path)] + longer
 
 
+def test_a_reader_of_stdout_that_goes_away_stops_the_run_as_ctrl_c_does(tiny_shards, tmp_path):
+    """`python train_gpt.py ... | head`: when head exits, the next line cannot be printed; the run
+    stops as on Ctrl-C (exit status 130, no traceback) and its log still ends with peak_memory and
+    done status:interrupted, every finished step in it."""
+    proc = start_smoke_run(tiny_shards, tmp_path, "--num-iterations", "2000")
+    for line in proc.stdout:
+        if line.startswith("step:5/2000 train_loss"):
+            break
+    proc.stdout.close()                          # what head does when it has its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130 and "Traceback" not in err, err
+    assert err.startswith("interrupted at step ") and len(err.strip().splitlines()) == 1, err
+    records = parse_log(only_log(tmp_path))
+    assert records[-2][0] == "peak_memory" and records[-1][0] == "done" and records[-1][1]["status"] == "interrupted"
+    steps = int(records[-1][1]["steps"])
+    assert 5 <= steps < 2000 and [s for s, _ in losses(records, "train_loss")] == list(range(1, steps + 1))
+
+
 def test_the_command_an_interrupted_run_prints_resumes_it(tiny_shards, tmp_path):
     proc = start_smoke_run(tiny_shards, tmp_path, "--save-every", "10")
     _, err = signal_at(proc, "step:15/40 train_loss", signal.SIGINT)

@@ -871,6 +871,32 @@ def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synt
     assert [v["status"] for name, _, v in records if name == "done"] == ["interrupted", "ok"]
 
 
+def test_a_reader_of_stdout_that_goes_away_stops_the_run_as_ctrl_c_does(repo_root, synthetic_dir, tmp_path):
+    """`python train_mnist_ffn.py | head`: once head has its lines and exits, the next line the script
+    prints cannot be written; the run then stops as on Ctrl-C (exit status 130, no traceback, a
+    done: record with status:interrupted, every finished line kept), and --resume finishes it."""
+    log_dir = tmp_path / "logs"
+    process = subprocess.Popen([sys.executable, "-u", str(repo_root / "train_mnist_ffn.py"), "--data-dir",
+                                str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir), "--train-limit",
+                                "20000", "--seeds", "1", "--hidden", "2", "--lrs", "0.01", "--batch-sizes", "64,1",
+                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "trials done (batch size 64)" in line:
+            break
+    process.stdout.close()  # what head does when it has its lines
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 130, err
+    assert "Traceback" not in err and err.startswith("interrupted: ") and err.count("\n") == 1, err
+    log = next(log_dir.glob("mnist-*.txt"))
+    records = read_records(log)
+    done = [v for name, _, v in records if name == "done"]
+    assert len(done) == 1 and done[0]["status"] == "interrupted"
+    assert len([r for r in records if r[0] == "trial"]) == int(done[0]["new_trials"]) in (2, 4)
+    resumed = run_script(repo_root, "--resume", str(log))
+    assert resumed.returncode == 0, resumed.stderr
+    assert len([r for r in read_records(log) if r[0] == "trial"]) == 4
+
+
 # ------------------------------------------------------------------------------------------
 # bench/bench_mnist.py: bad input gets one line, exit status 2, before anything is timed
 
