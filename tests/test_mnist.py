@@ -838,18 +838,25 @@ def test_a_sigkill_keeps_every_finished_chunk_and_resume_gives_the_same_lines(re
     assert sorted(trial_lines(log)) == sorted(trial_lines(whole)) and len(trial_lines(whole)) == 8
 
 
+def run_to_the_second_group(repo_root, synthetic_dir, log_dir):
+    """The script in a process of its own, two batch-size groups (64, then 1: with one worker they
+    train in --batch-sizes order), returned once it has printed that the batch-size-64 group is done."""
+    process = subprocess.Popen([sys.executable, "-u", str(repo_root / "train_mnist_ffn.py"), "--data-dir",
+                                str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir), "--train-limit",
+                                "20000", "--seeds", "1", "--hidden", "2", "--lrs", "0.01", "--batch-sizes", "64,1",
+                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:
+        if "trials done (batch size 64)" in line:
+            break
+    return process
+
+
 def test_ctrl_c_keeps_every_finished_line_and_says_how_to_resume(repo_root, synthetic_dir, tmp_path):
     """SIGINT while the batch-size-1 group trains (the batch-size-64 group has finished): exit
     status 130 within a second, the finished group's lines, a done: record with
     status:interrupted, and the resume command; that command then finishes the grid."""
     log_dir = tmp_path / "logs"
-    process = subprocess.Popen([sys.executable, "-u", str(repo_root / "train_mnist_ffn.py"), "--data-dir",
-                                str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir), "--train-limit",
-                                "20000", "--seeds", "1", "--hidden", "2", "--lrs", "0.01", "--batch-sizes", "64,1",
-                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # with one worker the groups train in --batch-sizes order
-        if "trials done (batch size 64)" in line:
-            break
+    process = run_to_the_second_group(repo_root, synthetic_dir, log_dir)
     time.sleep(0.3)
     sent = time.perf_counter()
     process.send_signal(signal.SIGINT)
@@ -876,13 +883,7 @@ def test_a_reader_of_stdout_that_goes_away_stops_the_run_as_ctrl_c_does(repo_roo
     prints cannot be written; the run then stops as on Ctrl-C (exit status 130, no traceback, a
     done: record with status:interrupted, every finished line kept), and --resume finishes it."""
     log_dir = tmp_path / "logs"
-    process = subprocess.Popen([sys.executable, "-u", str(repo_root / "train_mnist_ffn.py"), "--data-dir",
-                                str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir), "--train-limit",
-                                "20000", "--seeds", "1", "--hidden", "2", "--lrs", "0.01", "--batch-sizes", "64,1",
-                                "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if "trials done (batch size 64)" in line:
-            break
+    process = run_to_the_second_group(repo_root, synthetic_dir, log_dir)
     process.stdout.close()  # what head does when it has its lines
     err = process.stderr.read()
     assert process.wait(timeout=120) == 130, err
