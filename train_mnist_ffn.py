@@ -41,9 +41,9 @@ place, stays within each trial; and the read-out sums each trial's own hidden un
 The loss is the sum of the trials' mean cross-entropies, so each trial's gradient is exactly
 its own, and a trial that diverges to inf/NaN cannot touch another: nothing ever adds one
 trial's numbers to another's. Autograd runs only through the model functions (the code one
-edits); the matmuls, the read-out and the loss are differentiated by hand. One
-torch.optim.Adam(fused=True) at lr 1 trains every trial at its own learning rate: each weight
-is kept divided by its trial's lr (train_group says why that is exactly Adam at lr). Each trial
+edits); the matmuls, the read-out and the loss are differentiated by hand. One fused Adam
+step at lr 1 (torch.optim.adam.adam, what torch.optim.Adam(fused=True).step runs) trains every
+trial at its own learning rate: each weight is kept divided by its trial's lr (train_group says why that is exactly Adam at lr). Each trial
 therefore computes what it computes alone, up to float rounding (the tests check every entry of
 MODELS, in float64, against training it alone and against a plain loop).
 
@@ -93,7 +93,6 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
@@ -103,6 +102,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam  # the function torch.optim.Adam.step calls (train_group says why)
 
 
 # ------------------------------------------------------------------------------------------
@@ -482,11 +482,6 @@ def readout_grads(layout, h, y, w_out):
     return logits, grad_h, grad_out
 
 
-# Adam(capturable=True) warns when it steps outside a capture: it does so by design here, in the
-# eager warm-up steps before each capture.
-warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
-
-
 def train_group(trials, data, progress=None, return_weights=False, graphs=None, clock=None):
     """Train trials that share batch_size and epochs as one computation. Returns {trial: result}
     for every trial asked for (result: train_loss, val_acc, test_acc, params, time[, weights]).
@@ -515,15 +510,26 @@ def train_group(trials, data, progress=None, return_weights=False, graphs=None, 
     layout = Layout(trials, device, dtype)
     S, L, n_blocks = len(layout.seeds), len(layout.lrs), len(layout.blocks)
     # Adam with one learning rate per trial, in one fused pass over all the weights. Each weight
-    # w is kept as q = w / lr, lr its trial's. torch.optim.Adam at lr 1, handed the gradient of
-    # w, moves q by Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the
-    # gradient only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the
-    # lr back in on their small side: x @ w = (x @ q) * lr, one lr per column. (capturable: Adam's
-    # step count stays on the GPU, as a graph needs; the fused kernel computes the same either way.)
+    # w is kept as q = w / lr, lr its trial's. Adam at lr 1, handed the gradient of w, moves q by
+    # Adam's unit update u (-m_hat / (sqrt(v_hat) + eps): the moments depend on the gradient
+    # only), so w = lr * q moves by lr * u, Adam's step at lr. The matmuls multiply the lr back in
+    # on their small side: x @ w = (x @ q) * lr, one lr per column.
     q_x = layout.w_x / layout.lr_x  # [S, 784, L * X]
     q_out = layout.w_out / layout.lr_out  # [S, L, U, 10]
-    adam = torch.optim.Adam([q_x, q_out], lr=1.0, betas=ADAM_BETAS, eps=ADAM_EPS, fused=FUSED_ADAM,
-                            capturable=graphs and cuda)
+    # Adam's state as torch.optim.Adam keeps it (two moments per weight, a step count on the
+    # weight's device), stepped by torch.optim.adam.adam, the function Adam.step calls: the class
+    # imports torch._dynamo when first used, which cost the CPU study 0.71 s of its start
+    # (bench --cold --against). (capturable: the step count stays on the GPU, as a graph needs; the fused
+    # kernel computes the same either way.)
+    weights = [q_x, q_out]
+    exp_avgs, exp_avg_sqs = [torch.zeros_like(q) for q in weights], [torch.zeros_like(q) for q in weights]
+    step_counts = [torch.zeros((), dtype=torch.float32, device=device) for q in weights]
+
+    def adam_step(grads):
+        adam(weights, grads, exp_avgs, exp_avg_sqs, [], step_counts, fused=FUSED_ADAM,
+             capturable=graphs and cuda, amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=1.0,
+             weight_decay=0.0, eps=ADAM_EPS, maximize=False)
+
     targets = F.one_hot(data["train_y"], 10).to(dtype).unsqueeze(-1)  # [n, 10, 1]
     n = len(targets)
     # Every step's images, on the device: row r of `full` holds the S * batch_size image indices of
@@ -558,8 +564,7 @@ def train_group(trials, data, progress=None, return_weights=False, graphs=None, 
             if with_loss:  # each trial's mean cross-entropy on this batch
                 loss_sum.add_((torch.logsumexp(logits, 3) - (logits * y).sum(3)).mean(2))
         grad_xw, = torch.autograd.grad(h, xw, grad_h)
-        q_x.grad, q_out.grad = torch.bmm(x.transpose(1, 2), grad_xw), grad_out  # the gradients of the weights
-        adam.step()
+        adam_step([torch.bmm(x.transpose(1, 2), grad_xw), grad_out])  # the gradients of the weights
 
     # The schedule: runs of up to STEPS_PER_GRAPH full-batch steps alike (with or without the
     # loss), a last batch alone. With graphs, the first run of each kind is eager (Adam makes its

@@ -19,7 +19,8 @@ the script's chunks of seeds (each chunk's lines logged as it ends) against whol
 groups, side by side. --cold instead runs the script itself (the study of --models and --seeds)
 --repeat times, each in a fresh process, and says where its first run's seconds went (threads
 sampled every 10 ms: the script's line, and the import or function under way), the first-use
-costs that the warmed-up timings leave out. bench/gpu_check_mnist.sh runs the GPU figures in one
+costs that the warmed-up timings leave out; with --against FILE, interleaved with another version
+of the script (a change's before and after, in one run). bench/gpu_check_mnist.sh runs the GPU figures in one
 command.
 
 --tricks also times the batched side once without each of its speed tricks, one at a time, in
@@ -33,6 +34,7 @@ makes training slower.
     python bench/bench_mnist.py --seeds 8 --chunks --skip-plain --repeat 2  # chunks vs whole groups
     python bench/bench_mnist.py --models relu,swiglu --quick  # any models of MODELS
     python bench/bench_mnist.py --cold --seeds 8 --device cuda  # the script's own run, and where it goes
+    python bench/bench_mnist.py --cold --repeat 5 --against /tmp/old.py  # and against another version
 
 Bad input (a flag, --device cuda without a GPU, a missing or damaged data folder) gets one line
 `error: ...` and exit status 2, before anything is timed.
@@ -245,29 +247,48 @@ def cold(args, folder, device):
     import it (torch), of main() (data, CUDA, the first optimiser, training, evaluation: to the last
     log line) and, for the first run, where each of main's threads spent them (10 ms samples; a
     thread that waits, for a subprocess, another thread or the GPU, counts as waiting on that
-    line): what the warmed-up timings above leave out."""
+    line): what the warmed-up timings above leave out. --against FILE (another version of
+    train_mnist_ffn.py, say `git show HEAD~1:train_mnist_ffn.py > /tmp/old.py`) runs it too,
+    interleaved with this one, and prints both medians and their ratio: a change's before/after."""
     import json
+    import shutil
+    import statistics
     import subprocess
     import tempfile
     argv = ["--models", ",".join(args.models), "--seeds", str(args.seeds), "--device", device.type,
             "--data-dir", str(folder), "--threads", str(args.threads), "--workers", str(args.workers)]
     argv += ["--train-limit", "4800"] if args.quick else []
     print(f"cold: python train_mnist_ffn.py {' '.join(argv)}, each run a fresh process", flush=True)
-    runs = []
-    for i in range(args.repeat):
-        with tempfile.TemporaryDirectory() as logs:
-            code = COLD_CHILD.replace("REPO", repr(str(REPO))).replace("ARGV", repr(argv + ["--log-dir", logs]))
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        line = next((x for x in out.stdout.splitlines() if x.startswith("COLD ")), None)
-        if line is None:
-            raise M.UsageError(f"--cold: the study failed: {(out.stderr or out.stdout).strip().splitlines()[-1:]}")
-        runs.append(json.loads(line[5:]))
-        r = runs[-1]
-        print(f"  run {i + 1}: import {r['import_s']:6.2f} s  main {r['main_s']:6.2f} s  total {r['total_s']:6.2f} s",
-              flush=True)
-    print("  where main()'s threads spent the first run, seconds of 10 ms samples (a thread waiting counts too):")
-    for thread, line, what, s in runs[0]["top"]:
-        print(f"    {s:6.2f}  {thread:<22} {line:<40} {what}")
+    with tempfile.TemporaryDirectory() as other:
+        versions = {"this": REPO}
+        if args.against:  # the other version, under the script's name, in a folder of its own
+            shutil.copy(args.against, Path(other) / "train_mnist_ffn.py")
+            versions[f"against {args.against}"] = Path(other)
+        runs = {name: [] for name in versions}
+        for i in range(args.repeat):
+            for name, repo in versions.items():
+                with tempfile.TemporaryDirectory() as logs:
+                    code = COLD_CHILD.replace("REPO", repr(str(repo))).replace("ARGV", repr(argv + ["--log-dir", logs]))
+                    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+                line = next((x for x in out.stdout.splitlines() if x.startswith("COLD ")), None)
+                if line is None:
+                    raise M.UsageError(f"--cold: the study ({name}) failed: "
+                                       f"{(out.stderr or out.stdout).strip().splitlines()[-1:]}")
+                runs[name].append(json.loads(line[5:]))
+                r = runs[name][-1]
+                print(f"  run {i + 1} ({name}): import {r['import_s']:6.2f} s  main {r['main_s']:6.2f} s  "
+                      f"total {r['total_s']:6.2f} s", flush=True)
+    for name, its in runs.items():
+        print(f"  where main()'s threads spent the first run ({name}), seconds of 10 ms samples "
+              f"(a thread waiting counts too):")
+        for thread, line, what, s in its[0]["top"]:
+            print(f"    {s:6.2f}  {thread:<22} {line:<40} {what}")
+    if args.against:
+        (this, mine), (_, theirs) = runs.items()
+        print(f"  medians of {args.repeat} interleaved runs each:")
+        for part in ("main_s", "total_s"):
+            a, b = statistics.median(r[part] for r in mine), statistics.median(r[part] for r in theirs)
+            print(f"    {part[:-2]:<6} this {a:6.2f} s  against {b:6.2f} s  this/against {a / b:.3f}")
 
 
 def main():
@@ -312,7 +333,15 @@ def setup():
     parser.add_argument("--cold", action="store_true",
                         help="only run the script itself, --repeat times, each in a fresh process (imports and the "
                              "first use of CUDA and Adam included): its seconds and where they go")
+    parser.add_argument("--against", default=None, metavar="FILE",
+                        help="with --cold: another version of train_mnist_ffn.py to run too, interleaved, "
+                             "and compare (medians and their ratio)")
     args = parser.parse_args()
+    if args.against and not args.cold:
+        raise M.UsageError("--against compares another version of the script's own run: it needs --cold")
+    if args.against and not Path(args.against).is_file():
+        raise M.UsageError(f"--against {args.against}: no such file; pass a copy of train_mnist_ffn.py "
+                           f"(git show HEAD~1:train_mnist_ffn.py > /tmp/old.py)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise M.UsageError("--device cuda but torch sees no CUDA GPU; use --device cpu")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

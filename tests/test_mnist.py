@@ -936,14 +936,32 @@ def test_bench_refuses_a_missing_or_damaged_data_folder(repo_root, synthetic_dir
     assert "train-images-idx3-ubyte(.gz) not found" in one_line_error(run_bench(repo_root, "--data-dir", str(folder)))
 
 
-def test_bench_cold_runs_the_script_fresh_and_says_where_its_time_went(repo_root, mnist_dir):
+def test_bench_cold_runs_the_script_fresh_and_says_where_its_time_went(repo_root, mnist_dir, tmp_path):
     # the probe that locates a GPU study's start-up seconds: it must really run the script in a new
-    # process (to its last log line) and attribute samples to the script's own lines
-    out = run_bench(repo_root, "--cold", "--quick", "--models", "relu", "--seeds", "1", "--data-dir", str(mnist_dir))
+    # process (to its last log line) and attribute samples to the script's own lines; --against
+    # runs another version of the script too (here an edited copy, whose edit must show) and
+    # compares the medians
+    other = tmp_path / "older.py"
+    other.write_text((repo_root / "train_mnist_ffn.py").read_text().replace(
+        "def train_group(", "time.sleep(1.5)  # an older, slower start\n\n\ndef train_group(", 1))
+    out = run_bench(repo_root, "--cold", "--quick", "--models", "relu", "--seeds", "1", "--data-dir", str(mnist_dir),
+                    "--against", str(other))
     assert out.returncode == 0, out.stderr
-    run_line = next(line for line in out.stdout.splitlines() if line.startswith("  run 1:"))
-    import_s, main_s, total_s = (float(x) for x in re.findall(r"([\d.]+) s", run_line))
-    assert 0 < import_s and 0 < main_s and total_s == pytest.approx(import_s + main_s, abs=0.02)
-    where = out.stdout.split("seconds of 10 ms samples")[1].splitlines()[1:]
-    assert any(re.search(r"ThreadPoolExecutor\S* +train_mnist_ffn\.py:\d+ (train_group|step)", line)
-               for line in where), out.stdout
+    runs = {}
+    for which in ("this", f"against {other}"):
+        run_line = next(line for line in out.stdout.splitlines() if line.startswith(f"  run 1 ({which}):"))
+        import_s, main_s, total_s = (float(x) for x in re.findall(r"([\d.]+) s", run_line))
+        assert 0 < import_s and 0 < main_s and total_s == pytest.approx(import_s + main_s, abs=0.02)
+        runs[which] = import_s
+        where = out.stdout.split(f"({which}), seconds of 10 ms samples")[1].splitlines()[1:17]
+        assert any(re.search(r"ThreadPoolExecutor\S* +train_mnist_ffn\.py:\d+ (train_group|step)", line)
+                   for line in where), out.stdout
+    assert runs[f"against {other}"] > runs["this"] + 1.0  # the copy's sleep is in its import: it ran the copy
+    total = next(line for line in out.stdout.splitlines() if line.strip().startswith("total"))
+    this_s, against_s, ratio = (float(x) for x in re.findall(r"(\d+\.\d+)", total))
+    assert ratio == pytest.approx(this_s / against_s, abs=0.002) and ratio < 1, total
+
+
+def test_bench_against_needs_cold_and_a_file(repo_root, tmp_path):
+    assert "needs --cold" in one_line_error(run_bench(repo_root, "--against", str(repo_root / "train_mnist_ffn.py")))
+    assert "no such file" in one_line_error(run_bench(repo_root, "--cold", "--against", str(tmp_path / "nope.py")))
