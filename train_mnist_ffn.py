@@ -567,8 +567,8 @@ def train_group(trials, data, progress=None, return_weights=False, graphs=None, 
         adam_step([torch.bmm(x.transpose(1, 2), grad_xw), grad_out])  # the gradients of the weights
 
     # The schedule: runs of up to STEPS_PER_GRAPH full-batch steps alike (with or without the
-    # loss), a last batch alone. With graphs, the first run of each kind is eager (Adam makes its
-    # state, CUDA loads its kernels: the warm-up a capture needs), and each later run of
+    # loss), a last batch alone. With graphs, the first run of each kind is eager (CUDA loads its
+    # kernels, cuBLAS its workspace: the warm-up a capture needs), and each later run of
     # STEPS_PER_GRAPH replays the graph of its kind, captured when first needed; on the CPU the
     # "graph" runs the same steps eagerly.
     plan = []  # [kind, with_loss, steps]
