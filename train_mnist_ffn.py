@@ -1047,8 +1047,6 @@ def run(argv):
                 f.truncate(content.rfind(b"\n") + 1)
         log = open(log_path, "a")
     todo = [t for t in trials if t not in done]
-    print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
-          f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
 
     # Train the chunks (workers at a time); every finished chunk's lines are in the log at once.
     # A chunk with any trial missing from the log is trained whole, in the layout of an
@@ -1080,6 +1078,8 @@ def run(argv):
 
     status = "ok"
     try:
+        print(f"log: {log_path}\n{len(trials)} trials, {len(trials) - len(todo)} already in the log, "
+              f"{len(todo)} to train on {device} ({n_train} training images)", flush=True)
         for unit, results in train_groups(units, data, workers, progress):
             missing = sorted(t for t in unit if t not in done)
             for t in missing:
@@ -1092,6 +1092,8 @@ def run(argv):
             print(f"  {finished}/{len(todo)} trials done ({label(unit)}), "
                   f"elapsed {time.perf_counter() - t0:.1f}s", flush=True)
     except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C, SIGTERM, stdout's reader gone (`| head`):
+        if not todo:  # (a --resume of a finished log: nothing to interrupt)
+            raise
         status = "interrupted"  # the finished chunks' lines are in the log already
     if todo:
         log.write(f"done: trials:{len(done)} time:{time.perf_counter() - t0:.1f}s new_trials:{finished} "
@@ -1119,6 +1121,9 @@ def run(argv):
 if __name__ == "__main__":
     try:
         main()
+        sys.stdout.flush()  # the summary (to a pipe, stdout is written when its buffer fills)
+    except BrokenPipeError:  # stdout's reader left during the summary (`| head`): the log is complete
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so Python's last flush is quiet
     except SystemExit as e:
         if e.code != 130:
             raise

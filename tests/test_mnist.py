@@ -898,6 +898,32 @@ def test_a_reader_of_stdout_that_goes_away_stops_the_run_as_ctrl_c_does(repo_roo
     assert len([r for r in read_records(log) if r[0] == "trial"]) == 4
 
 
+def test_a_reader_of_stdout_gone_before_the_first_line_or_the_summary_loses_nothing(repo_root, synthetic_dir,
+                                                                                     tmp_path):
+    """stdout's reader gone before the script's first line (`| head -n 0`): the run stops as on
+    Ctrl-C, its log resumable; gone while a finished run prints its summary (here a --resume of
+    the finished log, whose first line already fails): exit status 0, nothing on stderr."""
+    log_dir = tmp_path / "logs"
+
+    def with_stdout_closed(*args):
+        process = subprocess.Popen([sys.executable, str(repo_root / "train_mnist_ffn.py"), *args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process.stdout.close()  # before the script has written anything
+        err = process.stderr.read()
+        return process.wait(timeout=120), err
+
+    status, err = with_stdout_closed("--data-dir", str(synthetic_dir), "--no-checksum", "--log-dir", str(log_dir),
+                                     "--train-limit", "2000", "--seeds", "1", "--hidden", "2", "--lrs", "0.01")
+    assert status == 130 and "Traceback" not in err and err.startswith("interrupted: 0 of the 4 trials"), err
+    log = next(log_dir.glob("mnist-*.txt"))
+    assert [(v["status"], v["trials"]) for name, _, v in read_records(log) if name == "done"] == [("interrupted", "0")]
+    assert run_script(repo_root, "--resume", str(log)).returncode == 0
+    finished = log.read_text()
+    assert finished.count("\ntrial: ") == 4 and finished.rstrip().endswith("status:ok")
+    status, err = with_stdout_closed("--resume", str(log))
+    assert (status, err) == (0, "") and log.read_text() == finished
+
+
 # ------------------------------------------------------------------------------------------
 # bench/bench_mnist.py: bad input gets one line, exit status 2, before anything is timed
 
