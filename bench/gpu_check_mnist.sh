@@ -5,7 +5,10 @@
 #      log's last line (the last trial line, then done:), and its progress lines;
 #   2. bench/bench_mnist.py --cold: the study once more in a fresh process, sampled every 10 ms:
 #      where its seconds go before and during training (imports, CUDA's first use, the first
-#      optimiser, ...), what the warmed-up timings of 3. do not see;
+#      optimiser, ...), what the warmed-up timings of 3. do not see; with AGAINST=FILE (an older
+#      train_mnist_ffn.py, e.g. `git show bcf21a0:train_mnist_ffn.py > .gpu/old_train_mnist_ffn.py`,
+#      the script before Adam's step became a function call), three fresh runs of each, interleaved,
+#      and the medians' ratio (about a minute more);
 #   3. bench/bench_mnist.py --device cuda --seeds 8 --skip-plain: the startup's parts (data,
 #      CUDA, nvidia-smi), and the study's training split into setup, capture, training and
 #      evaluation with the steps replayed as CUDA graphs against run eagerly, side by side, with
@@ -43,8 +46,11 @@ PY
     grep -E "trials done|trained in" "$out/study$run.txt" | sed 's/^/    /'
 done
 # shellcheck disable=SC2086
-timeout 120 python bench/bench_mnist.py --device "$device" --seeds ${SEEDS:-8} --cold --data-dir "$data" \
-    ${BENCH_EXTRA:-} 2>&1 | tee "$out/cold.txt"
+against=()
+[ -n "${AGAINST:-}" ] && against=(--repeat 3 --against "$AGAINST")
+# shellcheck disable=SC2086
+timeout 300 python bench/bench_mnist.py --device "$device" --seeds ${SEEDS:-8} --cold --data-dir "$data" \
+    "${against[@]}" ${BENCH_EXTRA:-} 2>&1 | tee "$out/cold.txt"
 # shellcheck disable=SC2086
 timeout 300 python bench/bench_mnist.py --device "$device" --seeds ${SEEDS:-8} --skip-plain --phases --data-dir "$data" \
     ${BENCH_EXTRA:-} 2>&1 | tee "$out/bench.txt"
