@@ -43,9 +43,10 @@ its own, and a trial that diverges to inf/NaN cannot touch another: nothing ever
 trial's numbers to another's. Autograd runs only through the model functions (the code one
 edits); the matmuls, the read-out and the loss are differentiated by hand. One fused Adam
 step at lr 1 (torch.optim.adam.adam, what torch.optim.Adam(fused=True).step runs) trains every
-trial at its own learning rate: each weight is kept divided by its trial's lr (train_group says why that is exactly Adam at lr). Each trial
-therefore computes what it computes alone, up to float rounding (the tests check every entry of
-MODELS, in float64, against training it alone and against a plain loop).
+trial at its own learning rate: each weight is kept divided by its trial's lr (train_group says
+why that is exactly Adam at lr). Each trial therefore computes what it computes alone, up to
+float rounding (the tests check every entry of MODELS, in float64, against training it alone and
+against a plain loop).
 
 Rules that make every trial reproducible and the comparison paired:
 - split: the 60,000 training images are split 48,000 train / 12,000 validation by
@@ -519,11 +520,11 @@ def train_group(trials, data, progress=None, return_weights=False, graphs=None, 
     # Adam's state as torch.optim.Adam keeps it (two moments per weight, a step count on the
     # weight's device), stepped by torch.optim.adam.adam, the function Adam.step calls: the class
     # imports torch._dynamo when first used, which cost the CPU study 0.71 s of its start
-    # (bench --cold --against). (capturable: the step count stays on the GPU, as a graph needs; the fused
-    # kernel computes the same either way.)
+    # (bench --cold --against). (capturable: the step count stays on the GPU, as a graph needs;
+    # the fused kernel computes the same either way.)
     weights = [q_x, q_out]
     exp_avgs, exp_avg_sqs = [torch.zeros_like(q) for q in weights], [torch.zeros_like(q) for q in weights]
-    step_counts = [torch.zeros((), dtype=torch.float32, device=device) for q in weights]
+    step_counts = [torch.zeros((), dtype=torch.float32, device=device) for _ in weights]
 
     def adam_step(grads):
         adam(weights, grads, exp_avgs, exp_avg_sqs, [], step_counts, fused=FUSED_ADAM,
