@@ -1123,8 +1123,8 @@ if __name__ == "__main__":
     try:
         main()
         sys.stdout.flush()  # the summary (to a pipe, stdout is written when its buffer fills)
-    except BrokenPipeError:  # stdout's reader left during the summary (`| head`): the log is complete
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so Python's last flush is quiet
+    except BrokenPipeError:  # stdout's reader left during the summary (`| head`): the log is complete,
+        pass  # and the failed write dropped what was left to say (Python's last flush has nothing to do)
     except SystemExit as e:
         if e.code != 130:
             raise

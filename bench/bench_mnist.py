@@ -284,7 +284,7 @@ def cold(args, folder, device):
         for thread, line, what, s in its[0]["top"]:
             print(f"    {s:6.2f}  {thread:<22} {line:<40} {what}")
     if args.against:
-        (this, mine), (_, theirs) = runs.items()
+        mine, theirs = runs.values()
         print(f"  medians of {args.repeat} interleaved runs each:")
         for part in ("main_s", "total_s"):
             a, b = statistics.median(r[part] for r in mine), statistics.median(r[part] for r in theirs)

@@ -45,7 +45,6 @@ print(f"study run {run}: {trials} trial lines; start -> last log line {os.path.g
 PY
     grep -E "trials done|trained in" "$out/study$run.txt" | sed 's/^/    /'
 done
-# shellcheck disable=SC2086
 against=()
 [ -n "${AGAINST:-}" ] && against=(--repeat 3 --against "$AGAINST")
 # shellcheck disable=SC2086
